@@ -1,0 +1,68 @@
+"""The contract between the engine's scheduler and the network: one step's tokens and the KV cache.
+
+The cache is allocated once, as slots: every running sequence owns one slot of `max_len` positions,
+for its whole life. A step is a flat list of N tokens drawn from any number of sequences: one token for
+each decoding sequence, and a chunk of prompt tokens for each sequence being prefilled. The network
+writes each token's keys and values at (slot, position) and attends, for each token, to positions
+0..position of its own slot only, so no sequence ever sees another's cache or any padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class KVCache:
+    """Keys and values for every layer and slot: (n_layers, n_slots, n_kv_heads, max_len, head_dim) each."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @classmethod
+    def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
+        shape = (n_layers, n_slots, n_kv_heads, max_len, head_dim)
+        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+
+    @staticmethod
+    def bytes_per_slot(n_layers: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype) -> int:
+        return 2 * n_layers * n_kv_heads * max_len * head_dim * torch.empty((), dtype=dtype).element_size()
+
+    @property
+    def n_slots(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def copy_prefix(self, src_slot: int, dst_slot: int, length: int) -> None:
+        """Reuse a cached prompt prefix: positions [0, length) of src become those of dst."""
+        self.k[:, dst_slot, :, :length] = self.k[:, src_slot, :, :length]
+        self.v[:, dst_slot, :, :length] = self.v[:, src_slot, :, :length]
+
+
+@dataclass
+class BatchPlan:
+    """One forward step. Tokens are laid out as decode tokens first, then prefill chunks.
+
+    token_ids, positions, slots: (N,) int64 — every token of the step, its position in its sequence and its slot.
+    num_decode: the first `num_decode` tokens are single decode tokens, one per sequence, in distinct slots.
+    prefills: for each prefill chunk, (offset into the flat tokens, slot, start position, length);
+      a chunk attends causally to its own slot's positions [0, start + length).
+    logits_rows: (R,) int64 — which flat rows need logits (each decode token, and the last token of a
+      prefill chunk that ends its prompt); the forward returns logits of shape (R, vocab) in this order.
+    """
+
+    token_ids: torch.Tensor
+    positions: torch.Tensor
+    slots: torch.Tensor
+    num_decode: int
+    prefills: list[tuple[int, int, int, int]]
+    logits_rows: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.shape[0])

@@ -1,0 +1,155 @@
+"""Generation parameters: one validated, immutable record per job.
+
+Names follow transformers' `GenerationConfig`. A job's parameters are resolved once, when it is
+submitted: the request's values over the model's generation config over the service's defaults.
+The resolved record is stored on the job, so what ran is always visible (no silent 20-token limit).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+# A job finishes for exactly one of these reasons.
+FINISH_REASONS = ("eos", "length", "stop", "canceled")
+
+# The service's own defaults, used where neither the request nor the model's generation config
+# says otherwise. They match GenerationConfig's defaults except max_new_tokens (20 there).
+SERVICE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 256}
+
+MAX_STOP_STRINGS = 16
+MAX_LOGPROBS = 20
+
+
+class ParamError(ValueError):
+    """A generation parameter is invalid; `field` names it (as the client spelled it)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50  # 0 disables
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    seed: int | None = None
+    logprobs: int | None = None  # None: off; 0: the chosen token's; N: also the top N alternatives
+
+    def __post_init__(self) -> None:
+        _int(self, "max_new_tokens", lo=1)
+        _int(self, "min_new_tokens", lo=0)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ParamError("min_new_tokens", "must not exceed max_new_tokens")
+        _bool(self, "do_sample")
+        _float(self, "temperature", lo=0.0, lo_open=True)
+        _int(self, "top_k", lo=0)
+        _float(self, "top_p", lo=0.0, hi=1.0, lo_open=True)
+        _float(self, "min_p", lo=0.0, hi=1.0)
+        _float(self, "repetition_penalty", lo=0.0, lo_open=True)
+        _float(self, "presence_penalty", lo=-2.0, hi=2.0)
+        _float(self, "frequency_penalty", lo=-2.0, hi=2.0)
+        _int(self, "no_repeat_ngram_size", lo=0)
+        _bool(self, "ignore_eos")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ParamError("stop", "must be a list of non-empty strings")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ParamError("stop", f"at most {MAX_STOP_STRINGS} stop strings")
+        if not isinstance(self.stop_token_ids, tuple) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
+        ):
+            raise ParamError("stop_token_ids", "must be a list of non-negative integers")
+        if self.seed is not None:
+            _int(self, "seed", lo=0, hi=2**63 - 1)
+        if self.logprobs is not None:
+            _int(self, "logprobs", lo=0, hi=MAX_LOGPROBS)
+
+    @classmethod
+    def resolve(
+        cls,
+        request: Mapping[str, Any] | None,
+        model_defaults: Mapping[str, Any] | None = None,
+        service_defaults: Mapping[str, Any] | None = None,
+    ) -> "GenerationParams":
+        """Request over model generation config over service defaults; unknown request keys are refused.
+
+        A sampled job without a seed gets one drawn here, so that its run can be repeated.
+        """
+        if request is not None and not isinstance(request, Mapping):
+            raise ParamError("params", "must be an object")
+        known = {f.name for f in fields(cls)}
+        for key in request or {}:
+            if key not in known:
+                raise ParamError(f"params.{key}", "unknown generation parameter")
+        merged: dict[str, Any] = {}
+        for source in (SERVICE_DEFAULTS, service_defaults or {}, model_defaults or {}):
+            merged.update({k: v for k, v in source.items() if k in known and v is not None})
+        merged.update(request or {})
+        for key in ("stop", "stop_token_ids"):
+            value = merged.get(key)
+            if isinstance(value, str) and key == "stop":
+                value = [value]
+            if isinstance(value, list):
+                merged[key] = tuple(value)
+            elif value is not None and not isinstance(value, tuple):
+                raise ParamError(f"params.{key}", "must be a list")
+        if merged.get("do_sample") is True and merged.get("seed") is None:
+            merged["seed"] = random.SystemRandom().randrange(2**31)
+        try:
+            return cls(**merged)
+        except ParamError as e:
+            raise ParamError(f"params.{e.field}", e.message) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        d["stop_token_ids"] = list(self.stop_token_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GenerationParams":
+        """Rebuild a stored (already resolved) record."""
+        d = dict(d)
+        d["stop"] = tuple(d.get("stop") or ())
+        d["stop_token_ids"] = tuple(d.get("stop_token_ids") or ())
+        return cls(**d)
+
+
+def _int(p: GenerationParams, name: str, lo: int | None = None, hi: int | None = None) -> None:
+    v = getattr(p, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ParamError(name, "must be an integer")
+    if lo is not None and v < lo:
+        raise ParamError(name, f"must be >= {lo}")
+    if hi is not None and v > hi:
+        raise ParamError(name, f"must be <= {hi}")
+
+
+def _float(p: GenerationParams, name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    v = getattr(p, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ParamError(name, "must be a finite number")
+    if v < lo or (lo_open and v == lo):
+        raise ParamError(name, f"must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and v > hi:
+        raise ParamError(name, f"must be <= {hi}")
+    object.__setattr__(p, name, float(v))
+
+
+def _bool(p: GenerationParams, name: str) -> None:
+    if not isinstance(getattr(p, name), bool):
+        raise ParamError(name, "must be true or false")
