@@ -138,9 +138,25 @@ class JobStore:
             job_id, JobStatus.FAILED, error_code=code[:64], error_message=message[:ERROR_MESSAGE_LIMIT]
         )
 
-    def cancel(self, job_id: str, *, finish_reason: str | None = None) -> bool:
-        """queued | running → canceled. A running job's worker finds its own succeed() refused."""
-        values: dict[str, Any] = {}
-        if finish_reason is not None:
-            values["finish_reason"] = finish_reason
-        return self.transition(job_id, JobStatus.CANCELED, **values)
+    def cancel(
+        self,
+        job_id: str,
+        *,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """queued | running → canceled, keeping any partial output the engine returned.
+
+        A running job's worker then finds its own succeed() refused.
+        """
+        output = {
+            "output_text": text,
+            "finish_reason": finish_reason,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "logprobs": logprobs,
+        }
+        return self.transition(job_id, JobStatus.CANCELED, **{k: v for k, v in output.items() if v is not None})

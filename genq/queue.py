@@ -63,7 +63,7 @@ def broker_connection(settings: Settings) -> tuple[str, dict[str, Any]]:
         queue_dir, control_dir = root / "queue", root / "control"
         for d in (queue_dir, control_dir):
             d.mkdir(parents=True, exist_ok=True)
-        return "filesystem://", {
+        return "filesystem://localhost/", {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "control_folder": str(control_dir),
