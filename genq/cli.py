@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="API port (GENQ_PORT, default 8000)")
     up.set_defaults(func=_up)
 
+    check = sub.add_parser("check", help="exit 0 if the database and the broker answer (container healthcheck)")
+    check.set_defaults(func=_check)
+
     bench = sub.add_parser("bench", help="measure the engine, or the whole service with --through-service")
     bench.add_argument("--through-service", action="store_true", help="send the workload through the REST API")
     bench.add_argument("--url", default=None, help="API base URL (default http://GENQ_HOST:GENQ_PORT)")
@@ -121,6 +124,25 @@ def _worker(args: argparse.Namespace) -> int:
         "--without-heartbeat",
         f"--hostname=genq-{os.getpid()}@%h",
     ])
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from genq.db import make_engine, ping
+    from genq.queue import make_celery
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        ping(engine)
+        with make_celery(settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as e:  # any failure is the answer: report it and exit non-zero
+        print(f"genq check: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print("genq check: database and broker are reachable")
     return 0
 
 
