@@ -81,11 +81,9 @@ def engine_factory(batch_size: int, device: str | None) -> EngineFactory:
     def build(spec: ModelSpec) -> Any:
         from models.engine import EngineConfig, load_engine
 
-        options: dict[str, Any] = {"max_batch_size": batch_size}
-        if device is not None:
-            options["device"] = device
+        config = EngineConfig(max_batch=batch_size, **({"device": device} if device else {}))
         if spec.quantization is not None:
-            options["quantization"] = spec.quantization
-        return load_engine(str(spec.source), EngineConfig(**options))
+            return load_engine(str(spec.source), config, quantization=spec.quantization)
+        return load_engine(str(spec.source), config)
 
     return build
