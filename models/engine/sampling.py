@@ -142,6 +142,7 @@ class Sampler:
             ids += self.eos_token_ids
         return ids
 
+    @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SampleOutput:
         """logits: (R, V), row i for rows[i]. Returns the chosen token ids and, where asked, logprobs."""
         raw = logits.float()

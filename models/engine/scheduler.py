@@ -104,11 +104,12 @@ class Scheduler:
         for chunk in step.prefills:
             chunk.seq.num_computed += chunk.length
 
-    def finish(self, seq: Sequence) -> None:
-        """Take a sequence out (finished, canceled or failed); its slot's computed tokens stay reusable."""
+    def finish(self, seq: Sequence, keep_cache: bool = True) -> None:
+        """Take a sequence out (finished, canceled or failed); its slot's computed tokens stay reusable
+        unless keep_cache is False."""
         if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
-            self.slots.release(seq.slot, seq.token_ids(seq.num_computed))
+            self.slots.release(seq.slot, seq.token_ids(seq.num_computed) if keep_cache else ())
         elif seq.status is SeqStatus.WAITING:
             try:
                 self.waiting.remove(seq)
