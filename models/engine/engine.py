@@ -119,10 +119,11 @@ class Engine:
 
     def __init__(self, network: Any, config: Any, tokenizer: Any, chat_template: Any = None,
                  engine_config: EngineConfig | None = None, *,
-                 detokenizer_factory: Callable[[Any], Detokenizer] | None = None):
+                 detokenizer_factory: Callable[[Any, list[int]], Detokenizer] | None = None):
         """network: forward(plan, cache) -> logits; config: its ModelConfig; tokenizer: encode/decode and
-        eos_token_ids; chat_template: renders `messages` (None: prompts only). detokenizer_factory(tokenizer)
-        makes one sequence's incremental detokenizer (default: models.detokenize.IncrementalDetokenizer)."""
+        eos_token_ids; chat_template: renders `messages` (None: prompts only).
+        detokenizer_factory(tokenizer, prompt_ids) makes one sequence's incremental detokenizer
+        (default: models.detokenize.IncrementalDetokenizer)."""
         self._detokenizer_factory = detokenizer_factory
         ec = engine_config or EngineConfig()
         self.engine_config = ec
@@ -163,7 +164,7 @@ class Engine:
             return list(self.tokenizer.encode(text, add_special_tokens=False))
         if request.prompt is None:
             raise EngineError("a request needs a prompt or messages")
-        return list(self.tokenizer.encode(request.prompt))
+        return list(self.tokenizer.encode(request.prompt, add_special_tokens=True))
 
     def submit(self, request: GenerationRequest, on_event: EventListener | None = None) -> RequestHandle:
         """Queue a request; raises PromptTooLong (prompt + max_new_tokens over max_len) or EngineStopped now."""
@@ -175,7 +176,7 @@ class Engine:
             raise PromptTooLong(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens}"
                                 f" exceeds the engine's max_len of {self.max_len} tokens")
         seq = Sequence(request, prompt_ids, eos_token_ids=self.eos_token_ids,
-                       detokenizer=self._detokenizer(), listener=on_event)
+                       detokenizer=self._detokenizer(prompt_ids), listener=on_event)
         if request.params.do_sample:
             seq.generator = self.runner.make_generator(request.params.seed)
         handle = RequestHandle(self, seq)
@@ -187,12 +188,12 @@ class Engine:
             self._cond.notify()
         return handle
 
-    def _detokenizer(self) -> Detokenizer:
+    def _detokenizer(self, prompt_ids: list[int]) -> Detokenizer:
         if self._detokenizer_factory is None:
             from models.detokenize import IncrementalDetokenizer
 
             self._detokenizer_factory = IncrementalDetokenizer
-        return self._detokenizer_factory(self.tokenizer)
+        return self._detokenizer_factory(self.tokenizer, prompt_ids)
 
     def _cancel(self, seq: Sequence) -> None:
         with self._cond:
@@ -297,8 +298,15 @@ class Engine:
                 "top": [{"token": text(t), "token_id": t, "logprob": v} for t, v in lp.top]}
 
     def _finish(self, seq: Sequence, reason: str) -> None:
-        if reason != "stop":
-            rest = seq.stop.flush()  # held back for a stop string that never came: it is output after all
+        if reason != "stop" and seq.detokenizer is not None:
+            # tokens the detokenizer holds (a character cut at the end) decode as they are
+            flush = getattr(seq.detokenizer, "flush", None)
+            tail = flush() if flush is not None else ""
+            rest, hit = seq.stop.push_text(tail, len(seq.output_ids))
+            if hit:
+                reason = "stop"
+            else:
+                rest += seq.stop.flush()  # held back for a stop string that never came: output after all
             if rest:
                 self._emit(seq, EngineEvent("delta", seq.request_id, text=rest))
         self.scheduler.finish(seq)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class Detokenizer(Protocol):
     def push(self, token_id: int) -> str: ...
 
+    def flush(self) -> str: ...
+
 
 class SeqStatus(enum.Enum):
     WAITING = "waiting"  # queued, no slot yet

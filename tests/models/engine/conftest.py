@@ -73,11 +73,14 @@ class ToyTokenizer:
 
 
 class ToyDetokenizer:
-    def __init__(self, tokenizer: ToyTokenizer):
+    def __init__(self, tokenizer: ToyTokenizer, prompt_ids: list[int] | None = None):
         self.tokenizer = tokenizer
 
     def push(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+    def flush(self) -> str:
+        return ""
 
 
 class ToyTemplate:
