@@ -79,11 +79,15 @@ def engine_factory(batch_size: int, device: str | None) -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
     def build(spec: ModelSpec) -> Any:
+        import inspect
+
         from models.engine import EngineConfig, load_engine
 
         config = EngineConfig(max_batch=batch_size, **({"device": device} if device else {}))
-        if spec.quantization is not None:
-            return load_engine(str(spec.source), config, quantization=spec.quantization)
-        return load_engine(str(spec.source), config)
+        if spec.quantization is None:
+            return load_engine(str(spec.source), config)
+        if "quantization" not in inspect.signature(load_engine).parameters:
+            raise ValueError(f"quantization {spec.quantization!r} was asked for, but this engine cannot quantize")
+        return load_engine(str(spec.source), config, quantization=spec.quantization)
 
     return build

@@ -6,10 +6,9 @@ from typing import Iterator
 
 import pytest
 import requests
-from e2e_helpers import ApiThread, Child, wait_for_job
+from e2e_helpers import REDIS_URL, ApiThread, Child, wait_for_job
 
 from api import create_app
-from conftest import REDIS_URL
 from genq.config import Settings
 from genq.jobs import JobStore
 from genq.db import make_engine, make_session_factory
