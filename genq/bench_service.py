@@ -23,6 +23,9 @@ def run_service_bench(url: str, *, jobs: int, max_new_tokens: int, model: str | 
                       timeout_s: float = 1800.0) -> int:
     """Submit `jobs` greedy jobs at once, wait for all, print the figures; returns 0 if all succeeded."""
     session = requests.Session()
+    workers = min(16, jobs)
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=workers))
+    session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=workers))
     started = time.perf_counter()
 
     def submit(i: int) -> tuple[str, float]:
@@ -36,7 +39,7 @@ def run_service_bench(url: str, *, jobs: int, max_new_tokens: int, model: str | 
         r.raise_for_status()
         return r.json()["id"], time.perf_counter()
 
-    with ThreadPoolExecutor(max_workers=min(16, jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         submitted = list(pool.map(submit, range(jobs)))
     pending = {job_id: t for job_id, t in submitted}
     latencies: list[float] = []
