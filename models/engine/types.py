@@ -49,6 +49,7 @@ class EngineEvent:
     request_id: str
     text: str = ""  # the new text, for "delta"
     result: GenerationResult | None = None  # for "finished"
+    error: str | None = None  # for "finished" when the request failed (result is None then)
 
 
 EventListener = Callable[[EngineEvent], None]

@@ -1,0 +1,114 @@
+"""Request bodies to domain values; every bad input becomes an ApiError naming the field."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request
+
+from api.errors import ApiError
+from genq.catalog import Catalog
+from models.params import ParamError
+
+JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata")
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+MAX_MESSAGES = 1024
+
+
+@dataclass(frozen=True)
+class NewJob:
+    model: str
+    input: dict[str, Any]  # {"prompt": str} or {"messages": [{"role", "content"}, ...]}
+    params: dict[str, Any]  # resolved GenerationParams.to_dict()
+    metadata: dict[str, Any] | None
+
+
+def json_body(request: Request) -> Any:
+    """The request's JSON document: 415 if it is not declared JSON, 400 if it does not parse."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+
+
+def parse_new_job(body: Any, catalog: Catalog, max_metadata_bytes: int) -> NewJob:
+    """Validate a `POST /v1/jobs` body and resolve its generation parameters."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+    for key in body:
+        if key not in JOB_FIELDS:
+            raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(JOB_FIELDS)}", key)
+
+    model_name = body.get("model")
+    if model_name is None:
+        model = catalog.default
+    elif not isinstance(model_name, str):
+        raise ApiError(422, "invalid_value", "must be a string", "model")
+    else:
+        found = catalog.get(model_name)
+        if found is None:
+            served = ", ".join(m.name for m in catalog.all())
+            raise ApiError(422, "unknown_model", f"model {model_name!r} is not served; served: {served}", "model")
+        model = found
+
+    has_prompt, has_messages = body.get("prompt") is not None, body.get("messages") is not None
+    if has_prompt == has_messages:
+        which = "both were given" if has_prompt else "neither was given"
+        raise ApiError(422, "invalid_input", f"give exactly one of 'prompt' or 'messages' ({which})", "prompt")
+    job_input = {"prompt": _prompt(body["prompt"])} if has_prompt else {"messages": _messages(body["messages"])}
+
+    try:
+        params = catalog.resolve_params(model, body.get("params"))
+    except ParamError as e:
+        raise ApiError(422, "invalid_param", e.message, e.field) from None
+
+    return NewJob(model.name, job_input, params.to_dict(), _metadata(body.get("metadata"), max_metadata_bytes))
+
+
+def _prompt(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(422, "invalid_value", "must be a non-empty string", "prompt")
+    return value
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(422, "invalid_value", "must be a non-empty list of {role, content} objects", "messages")
+    if len(value) > MAX_MESSAGES:
+        raise ApiError(422, "invalid_value", f"at most {MAX_MESSAGES} messages", "messages")
+    out = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(422, "invalid_value", "must be an object with role and content", where)
+        for key in message:
+            if key not in ("role", "content"):
+                raise ApiError(422, "unknown_field", f"unknown field {key!r}", f"{where}.{key}")
+        role, content = message.get("role"), message.get("content")
+        if role not in MESSAGE_ROLES:
+            raise ApiError(422, "invalid_value", f"must be one of {', '.join(MESSAGE_ROLES)}", f"{where}.role")
+        if not isinstance(content, str):
+            raise ApiError(422, "invalid_value", "must be a string", f"{where}.content")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _metadata(value: Any, max_bytes: int) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_value", "must be an object", "metadata")
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise ApiError(422, "invalid_value", f"is {size} bytes as JSON; at most {max_bytes}", "metadata")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity; JSON does not, and the database's JSON types refuse them
+    raise ValueError(f"{name} is not valid JSON")
+

@@ -1,0 +1,169 @@
+"""The `genq` command line: db upgrade, api, worker, up, bench."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from genq.config import ConfigError, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `genq` console script and `python -m genq`; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GENQ_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"genq: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genq", description="Asynchronous LLM generation job queue.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema (Alembic migrations)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply every migration (creates the SQLite file if needed)").set_defaults(
+        func=_db_upgrade
+    )
+    db_sub.add_parser("current", help="print the database's revision").set_defaults(func=_db_current)
+
+    api = sub.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", help="bind address (GENQ_HOST, default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (GENQ_PORT, default 8000)")
+    api.set_defaults(func=_api)
+
+    worker = sub.add_parser("worker", help="run a Celery worker with the model engine")
+    worker.add_argument("--models", help="comma-separated models to serve (default: all configured)")
+    worker.add_argument("--concurrency", type=int, help="task threads (default: GENQ_BATCH_SIZE)")
+    worker.add_argument("--no-preload", action="store_true", help="load models on their first job, not at start")
+    worker.set_defaults(func=_worker)
+
+    up = sub.add_parser("up", help="migrate, then run the API and one worker until interrupted")
+    up.add_argument("--host", help="API bind address (GENQ_HOST)")
+    up.add_argument("--port", type=int, help="API port (GENQ_PORT, default 8000)")
+    up.set_defaults(func=_up)
+
+    check = sub.add_parser("check", help="exit 0 if the database and the broker answer (container healthcheck)")
+    check.set_defaults(func=_check)
+
+    bench = sub.add_parser("bench", help="measure the engine, or the whole service with --through-service")
+    bench.add_argument("--through-service", action="store_true", help="send the workload through the REST API")
+    bench.add_argument("--url", default=None, help="API base URL (default http://GENQ_HOST:GENQ_PORT)")
+    bench.add_argument("--jobs", type=int, default=16, help="jobs to submit (--through-service)")
+    bench.add_argument("--max-new-tokens", type=int, default=64)
+    bench.add_argument("--model", default=None)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed on to models.engine.bench")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from genq import migrate
+
+    settings = Settings.from_env()
+    migrate.upgrade(settings.database_url)
+    print(f"database at revision {migrate.current_revision(settings.database_url)}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from genq import migrate
+
+    print(migrate.current_revision(Settings.from_env().database_url) or "none")
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    settings = Settings.from_env()
+    host, port = args.host or settings.host, args.port if args.port is not None else settings.port
+    server = make_server(host, port, create_app(settings), threaded=True)
+    print(f"genq api listening on http://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    names = [n.strip() for n in args.models.split(",")] if args.models else sorted(settings.models)
+    unknown = [n for n in names if n not in settings.models]
+    if unknown:
+        raise ConfigError("--models", f"not configured: {', '.join(unknown)}; configured: {', '.join(settings.models)}")
+    concurrency = args.concurrency or settings.batch_size
+
+    from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
+
+    app.genq_preload = [] if args.no_preload else names  # type: ignore[attr-defined]
+    queues = ",".join(settings.models[n].queue for n in names)
+    app.worker_main([
+        "worker",
+        "--pool=threads",  # every task thread feeds the one engine loop of this process
+        f"--concurrency={concurrency}",
+        f"--queues={queues}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=genq-{os.getpid()}@%h",
+    ])
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from genq.db import make_engine, ping
+    from genq.queue import make_celery
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        ping(engine)
+        with make_celery(settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as e:  # any failure is the answer: report it and exit non-zero
+        print(f"genq check: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print("genq check: database and broker are reachable")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from genq.supervisor import run_up
+
+    return run_up(host=args.host, port=args.port)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.through_service:
+        from genq.bench_service import run_service_bench
+
+        settings = Settings.from_env()
+        url = args.url or f"http://{settings.host}:{settings.port}"
+        return run_service_bench(url, jobs=args.jobs, max_new_tokens=args.max_new_tokens, model=args.model)
+    try:
+        from models.engine import bench  # type: ignore[attr-defined]
+    except ImportError:
+        print("genq bench: the engine benchmark (models.engine.bench) is not available in this build",
+              file=sys.stderr)
+        return 1
+    rest = [a for a in args.rest if a != "--"]
+    return int(bench.main(rest) or 0)

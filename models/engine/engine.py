@@ -1,0 +1,351 @@
+"""The engine: one background thread that runs every submitted request in one continuous batch.
+
+The step loop: schedule (which tokens), run (one forward), sample (one token per finished row), collect
+(append, detokenize, check stops, emit events, retire finished sequences). Requests join and leave
+between two steps. The thread sleeps on a condition when there is nothing to do.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from models.batch import KVCache
+from models.engine.runner import ModelRunner
+from models.engine.sampling import Sampler, TokenLogprob
+from models.engine.scheduler import Scheduler
+from models.engine.sequence import Detokenizer, Sequence, SeqStatus
+from models.engine.slots import SlotManager
+from models.engine.types import (
+    EngineError,
+    EngineEvent,
+    EngineStopped,
+    EventListener,
+    GenerationRequest,
+    GenerationResult,
+    PromptTooLong,
+)
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class EngineConfigError(ValueError):
+    """An engine setting is invalid."""
+
+
+@dataclass
+class EngineConfig:
+    """How the engine uses its machine.
+
+    max_batch: most sequences decoding together. kv_budget_bytes: memory for the KV cache; the number
+    of slots is min(max_batch, kv_budget_bytes // bytes of one slot of max_len positions).
+    max_len: most positions (prompt + generated) of one sequence, capped by the model's context.
+    prefill_chunk: most prompt tokens computed in one step (decode tokens come on top).
+    prefix_cache_min: shortest shared prompt prefix reused from another slot (0: no prefix cache).
+    """
+
+    max_batch: int = 64
+    kv_budget_bytes: int = 2 * 2**30
+    max_len: int = 2048
+    prefill_chunk: int = 512
+    device: str = "cpu"
+    dtype: str = "float32"
+    prefix_cache_min: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "kv_budget_bytes", "max_len", "prefill_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EngineConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.prefix_cache_min, bool) or not isinstance(self.prefix_cache_min, int) \
+                or self.prefix_cache_min < 0:
+            raise EngineConfigError(f"prefix_cache_min must be a non-negative integer, got {self.prefix_cache_min!r}")
+        if isinstance(self.dtype, torch.dtype):
+            self.dtype = str(self.dtype).removeprefix("torch.")
+        if self.dtype not in _DTYPES:
+            raise EngineConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise EngineConfigError(f"device {self.device!r}: {e}") from None
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+
+class RequestHandle:
+    """The submitter's view of one request: wait for its result, or cancel it."""
+
+    def __init__(self, engine: "Engine", seq: Sequence):
+        self._engine = engine
+        self._seq = seq
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self._seq.request_id
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> GenerationResult:
+        """The result; raises TimeoutError if not done within timeout, or the EngineError that failed it."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.request_id} not done after {timeout} s")
+        if self._result is None:
+            raise self._error or EngineError(f"request {self.request_id} ended without a result")
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop the request: a running one leaves the batch before the next step, keeping its text so far."""
+        self._engine._cancel(self._seq)
+
+    def _resolve(self, result: GenerationResult | None, error: BaseException | None = None) -> None:
+        self._result, self._error = result, error
+        self._done.set()
+
+
+class Engine:
+    """Continuous batching over one network. Thread-safe `submit`; the loop runs on one thread of its own."""
+
+    def __init__(self, network: Any, config: Any, tokenizer: Any, chat_template: Any = None,
+                 engine_config: EngineConfig | None = None, *,
+                 detokenizer_factory: Callable[[Any, list[int]], Detokenizer] | None = None):
+        """network: forward(plan, cache) -> logits; config: its ModelConfig; tokenizer: encode/decode and
+        eos_token_ids; chat_template: renders `messages` (None: prompts only).
+        detokenizer_factory(tokenizer, prompt_ids) makes one sequence's incremental detokenizer
+        (default: models.detokenize.IncrementalDetokenizer)."""
+        self._detokenizer_factory = detokenizer_factory
+        ec = engine_config or EngineConfig()
+        self.engine_config = ec
+        self.config = config
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.max_len = min(int(config.max_position_embeddings), ec.max_len)
+        per_slot = KVCache.bytes_per_slot(config.num_layers, config.num_kv_heads, self.max_len, config.head_dim,
+                                          ec.torch_dtype)
+        self.n_slots = min(ec.max_batch, ec.kv_budget_bytes // per_slot)
+        if self.n_slots < 1:
+            raise EngineConfigError(f"kv_budget_bytes {ec.kv_budget_bytes} is less than one slot of {self.max_len} "
+                                    f"positions ({per_slot} bytes)")
+        self.eos_token_ids = tuple(tokenizer.eos_token_ids)
+        self.runner = ModelRunner(network, config, self.n_slots, self.max_len, ec.device, ec.torch_dtype)
+        self.sampler = Sampler(self.eos_token_ids)
+        self.scheduler = self._new_scheduler()
+        self._cond = threading.Condition()
+        self._inbox: list[Sequence] = []
+        self._cancels: list[Sequence] = []
+        self._handles: dict[int, RequestHandle] = {}  # id(seq) -> handle, for sequences not yet finished
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.steps = 0
+
+    def _new_scheduler(self) -> Scheduler:
+        ec = self.engine_config
+        return Scheduler(SlotManager(self.n_slots, ec.prefix_cache_min), ec.max_batch, ec.prefill_chunk)
+
+    # ---- the submitter's side (any thread) ----
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids: chat messages rendered with the model's template, or the raw prompt."""
+        if request.messages is not None:
+            if self.chat_template is None:
+                raise EngineError("this model has no chat template: send a prompt instead of messages")
+            text = self.chat_template.render(request.messages, add_generation_prompt=True)
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        if request.prompt is None:
+            raise EngineError("a request needs a prompt or messages")
+        return list(self.tokenizer.encode(request.prompt, add_special_tokens=True))
+
+    def submit(self, request: GenerationRequest, on_event: EventListener | None = None) -> RequestHandle:
+        """Queue a request; raises PromptTooLong (prompt + max_new_tokens over max_len) or EngineStopped now."""
+        prompt_ids = self.encode(request)
+        if not prompt_ids:
+            raise EngineError("the prompt is empty")
+        need = len(prompt_ids) + request.params.max_new_tokens
+        if need > self.max_len:
+            raise PromptTooLong(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens}"
+                                f" exceeds the engine's max_len of {self.max_len} tokens")
+        seq = Sequence(request, prompt_ids, eos_token_ids=self.eos_token_ids,
+                       detokenizer=self._detokenizer(prompt_ids), listener=on_event)
+        if request.params.do_sample:
+            seq.generator = self.runner.make_generator(request.params.seed)
+        handle = RequestHandle(self, seq)
+        with self._cond:
+            if self._stopping:
+                raise EngineStopped("the engine is stopped")
+            self._handles[id(seq)] = handle
+            self._inbox.append(seq)
+            self._cond.notify()
+        return handle
+
+    def _detokenizer(self, prompt_ids: list[int]) -> Detokenizer:
+        if self._detokenizer_factory is None:
+            from models.detokenize import IncrementalDetokenizer
+
+            self._detokenizer_factory = IncrementalDetokenizer
+        return self._detokenizer_factory(self.tokenizer, prompt_ids)
+
+    def _cancel(self, seq: Sequence) -> None:
+        with self._cond:
+            seq.canceled = True
+            self._cancels.append(seq)
+            self._cond.notify()
+
+    def start(self) -> "Engine":
+        """Start the loop thread (once)."""
+        with self._cond:
+            if self._stopping:
+                raise EngineStopped("the engine is stopped")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="genq-engine", daemon=True)
+                self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the loop after its current step; requests not finished fail with EngineStopped."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._fail_everything(EngineStopped("the engine was stopped"))
+
+    def stats(self) -> dict[str, Any]:
+        return {"n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps,
+                "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+                "prefix_reused_tokens": self.scheduler.slots.reused_tokens}
+
+    # ---- the engine thread ----
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stopping or self._inbox or self._cancels or self.scheduler.has_work()):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                inbox, self._inbox = self._inbox, []
+                cancels, self._cancels = self._cancels, []
+            try:
+                for seq in inbox:
+                    self.scheduler.add(seq)
+                for seq in cancels:
+                    if seq.status is not SeqStatus.FINISHED:
+                        self._finish(seq, "canceled")
+                self.step()
+            except Exception as e:  # the step itself broke: nothing can be trusted, fail every request
+                log.exception("engine step failed")
+                self._fail_everything(EngineError(f"engine step failed: {type(e).__name__}: {e}"))
+        self._fail_everything(EngineStopped("the engine was stopped"))
+
+    def step(self) -> None:
+        """One iteration: schedule, run, sample, collect. Runs on the engine thread."""
+        step = self.scheduler.schedule()
+        if not step:
+            return
+        for seq in step.admitted:
+            self._emit(seq, EngineEvent("started", seq.request_id))
+        logits = self.runner.run(step)
+        self.scheduler.advance(step)
+        self.steps += 1
+        rows = step.sampled
+        if not rows:  # only unfinished prompt chunks this step
+            return
+        out = self.sampler.sample(logits, rows)
+        for seq, token_id, lp in zip(rows, out.token_ids, out.logprobs):
+            if seq.status is SeqStatus.FINISHED:
+                continue
+            try:
+                self._collect(seq, token_id, lp)
+            except Exception as e:  # this request's own post-processing failed: fail it alone
+                log.exception("request %s failed", seq.request_id)
+                self._fail(seq, EngineError(f"request failed: {type(e).__name__}: {e}"))
+
+    def _collect(self, seq: Sequence, token_id: int, lp: TokenLogprob | None) -> None:
+        seq.output_ids.append(token_id)
+        n = len(seq.output_ids)
+        if lp is not None and seq.logprobs is not None:
+            seq.logprobs.append(self._logprob_entry(token_id, lp))
+        reason = seq.stop.check_token(token_id, n)
+        delta = ""
+        if reason is None:
+            delta, hit = seq.stop.push_text(seq.detokenizer.push(token_id), n)
+            if hit:
+                reason = "stop"
+        if reason is None and n >= seq.params.max_new_tokens:
+            reason = "length"
+        if delta:
+            self._emit(seq, EngineEvent("delta", seq.request_id, text=delta))
+        if reason is not None:
+            self._finish(seq, reason)
+
+    def _logprob_entry(self, token_id: int, lp: TokenLogprob) -> dict[str, Any]:
+        def text(t: int) -> str:
+            return self.tokenizer.decode([t])
+
+        return {"token": text(token_id), "token_id": token_id, "logprob": lp.logprob,
+                "top": [{"token": text(t), "token_id": t, "logprob": v} for t, v in lp.top]}
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if reason != "stop" and seq.detokenizer is not None:
+            # tokens the detokenizer holds (a character cut at the end) decode as they are
+            flush = getattr(seq.detokenizer, "flush", None)
+            tail = flush() if flush is not None else ""
+            rest, hit = seq.stop.push_text(tail, len(seq.output_ids))
+            if hit:
+                reason = "stop"
+            else:
+                rest += seq.stop.flush()  # held back for a stop string that never came: output after all
+            if rest:
+                self._emit(seq, EngineEvent("delta", seq.request_id, text=rest))
+        self.scheduler.finish(seq)
+        seq.finish_reason = reason
+        result = GenerationResult(text=seq.text, finish_reason=reason, prompt_tokens=len(seq.prompt_ids),
+                                  completion_tokens=len(seq.output_ids), token_ids=list(seq.output_ids),
+                                  logprobs=seq.logprobs)
+        self._emit(seq, EngineEvent("finished", seq.request_id, result=result))
+        self._resolve(seq, result, None)
+
+    def _fail(self, seq: Sequence, error: BaseException, keep_cache: bool = True) -> None:
+        self.scheduler.finish(seq, keep_cache=keep_cache)
+        self._emit(seq, EngineEvent("finished", seq.request_id, error=str(error)))
+        self._resolve(seq, None, error)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        with self._cond:
+            pending = list(self._inbox)
+            self._inbox, self._cancels = [], []
+        seqs = list(self.scheduler.running) + list(self.scheduler.waiting) + pending
+        for seq in seqs:
+            if seq.status is not SeqStatus.FINISHED:
+                seq.status = SeqStatus.FINISHED
+                self._emit(seq, EngineEvent("finished", seq.request_id, error=str(error)))
+                self._resolve(seq, None, error)
+        self.scheduler = self._new_scheduler()  # slots may hold half-written keys: forget them all
+
+    def _resolve(self, seq: Sequence, result: GenerationResult | None, error: BaseException | None) -> None:
+        with self._cond:
+            handle = self._handles.pop(id(seq), None)
+        if handle is not None:
+            handle._resolve(result, error)
+
+    @staticmethod
+    def _emit(seq: Sequence, event: EngineEvent) -> None:
+        if seq.listener is None:
+            return
+        try:
+            seq.listener(event)
+        except Exception:  # a broken listener loses its events; the request itself goes on
+            log.exception("event listener of request %s failed; detached", seq.request_id)
+            seq.listener = None

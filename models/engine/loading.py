@@ -1,0 +1,34 @@
+"""Build an engine from a model on disk: a .gguf file or a Hugging Face directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.engine.engine import Engine, EngineConfig
+
+
+def load_tokenizer(source: str | Path):
+    """The model's tokenizer and chat template (None when the model has none)."""
+    from models.chat_template import ChatTemplate
+    from models.tokenizer import Tokenizer
+
+    path = Path(source)
+    if path.is_dir():
+        tokenizer = Tokenizer.from_hf_dir(path)
+    else:
+        from models.gguf import GGUFFile
+
+        tokenizer = Tokenizer.from_gguf(GGUFFile(path))
+    template = None
+    if tokenizer.chat_template:
+        template = ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+    return tokenizer, template
+
+
+def load_engine(source: str | Path, engine_config: EngineConfig | None = None) -> Engine:
+    """An engine (not started) over the model at `source`: network, tokenizer and chat template."""
+    from models.weights import load_network
+
+    ec = engine_config or EngineConfig()
+    config, network = load_network(source, dtype=ec.torch_dtype, device=ec.device)
+    tokenizer, template = load_tokenizer(source)
+    return Engine(network, config, tokenizer, template, ec)

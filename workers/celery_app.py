@@ -1,0 +1,53 @@
+"""The worker's Celery app: `celery -A workers.celery_app worker --pool threads -Q genq.model.<name>` works,
+and `genq worker` runs the same app with the right queues and pool.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterable
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from genq.config import Settings
+from genq.queue import make_celery
+from workers import tasks
+from workers.context import shutdown_contexts, worker_context
+
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
+    """The worker app for `settings`; models named in `preload` start loading as soon as the worker is ready."""
+    app = make_celery(settings, main="genq-worker")
+    app.genq_settings = settings  # type: ignore[attr-defined]
+    app.genq_preload = list(preload)  # type: ignore[attr-defined]
+    tasks.register(app)
+    return app
+
+
+@worker_ready.connect
+def _preload_models(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    names = getattr(app, "genq_preload", [])
+    if not names:
+        return
+    host = worker_context(app.genq_settings).host  # type: ignore[union-attr]
+
+    def load() -> None:
+        for name in names:
+            try:
+                host.get(name)
+            except Exception:  # the first job for it reports the failure on the job
+                log.exception("preloading %s failed", name)
+
+    threading.Thread(target=load, name="genq-preload", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_engines(**_: Any) -> None:
+    shutdown_contexts()
+
+
+app = create_celery(Settings.from_env())

@@ -1,0 +1,93 @@
+"""The per-process engine host: one engine per model, loaded once on first use, shared by all task threads.
+
+A worker runs a thread pool as wide as the engine's batch; every task thread submits to the same engine,
+whose single loop decodes them together. Loading is lazy (a worker serving several models pays only for
+those it is asked to run) and guarded by a lock per model, so concurrent first jobs load it once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from genq.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """This worker cannot run the model (not served here, or it failed to load); stored as the job's error."""
+
+    code = "model_unavailable"
+
+
+EngineFactory = Callable[[ModelSpec], Any]  # returns an engine object (models.engine.Engine), not yet started
+
+
+class EngineHost:
+    def __init__(self, models: Mapping[str, ModelSpec], factory: EngineFactory):
+        self._models = dict(models)
+        self._factory = factory
+        self._engines: dict[str, Any] = {}
+        self._locks = {name: threading.Lock() for name in self._models}
+        self._closed = False
+
+    def get(self, name: str) -> Any:
+        """The started engine for model `name`, loading it on first use (raises ModelUnavailable)."""
+        engine = self._engines.get(name)
+        if engine is not None:
+            return engine
+        if name not in self._models:
+            raise ModelUnavailable(f"model {name!r} is not served by this worker")
+        with self._locks[name]:
+            engine = self._engines.get(name)
+            if engine is None:
+                if self._closed:
+                    raise ModelUnavailable("the worker is shutting down")
+                engine = self._load(self._models[name])
+                self._engines[name] = engine
+        return engine
+
+    def loaded(self) -> list[str]:
+        return sorted(self._engines)
+
+    def stop_all(self) -> None:
+        """Stop every loaded engine (worker shutdown); later get() calls fail."""
+        self._closed = True
+        for name, engine in list(self._engines.items()):
+            try:
+                engine.stop()
+            except Exception:  # one engine failing to stop must not keep the others running
+                log.exception("stopping the engine for %s failed", name)
+        self._engines.clear()
+
+    def _load(self, spec: ModelSpec) -> Any:
+        started = time.perf_counter()
+        log.info("loading model %s from %s", spec.name, spec.source)
+        try:
+            engine = self._factory(spec)
+            engine.start()
+        except Exception as e:
+            log.exception("loading model %s failed", spec.name)
+            raise ModelUnavailable(f"model {spec.name!r} failed to load: {type(e).__name__}: {e}") from e
+        log.info("model %s ready in %.1fs", spec.name, time.perf_counter() - started)
+        return engine
+
+
+def engine_factory(batch_size: int, device: str | None) -> EngineFactory:
+    """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
+
+    def build(spec: ModelSpec) -> Any:
+        import inspect
+
+        from models.engine import EngineConfig, load_engine
+
+        config = EngineConfig(max_batch=batch_size, **({"device": device} if device else {}))
+        if spec.quantization is None:
+            return load_engine(str(spec.source), config)
+        if "quantization" not in inspect.signature(load_engine).parameters:
+            raise ValueError(f"quantization {spec.quantization!r} was asked for, but this engine cannot quantize")
+        return load_engine(str(spec.source), config, quantization=spec.quantization)
+
+    return build
