@@ -10,25 +10,35 @@ from genq.config import Settings
 from genq.db import make_engine, make_session_factory
 from genq.jobs import JobStore
 from genq.queue import Publisher, make_celery
+from genq.webhook_deliveries import DeliveryStore
+from genq.webhook_dispatch import WebhookPublisher
+from genq.webhook_secrets import SecretStore
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
-    from api import catalog, health, jobs  # blueprints import api.services, which must exist first
+    from api import batches, catalog, deliveries, events, health, jobs, webhooks  # they import api.services
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = make_engine(settings.database_url)
+    sessions = make_session_factory(db)
+    celery = make_celery(settings, main="genq-api")
+    webhook_publisher = WebhookPublisher(celery)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         db=db,
-        store=JobStore(make_session_factory(db)),
+        store=JobStore(sessions, on_deliveries=webhook_publisher.publish_many),
         catalog=Catalog(settings),
-        publisher=Publisher(make_celery(settings, main="genq-api")),
+        publisher=Publisher(celery),
+        sessions=sessions,
+        secrets=SecretStore(sessions, settings.webhook_secret_grace),
+        deliveries=DeliveryStore(sessions),
+        webhook_publisher=webhook_publisher,
     )
-    for module in (jobs, catalog, health):
+    for module in (jobs, events, deliveries, batches, webhooks, catalog, health):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

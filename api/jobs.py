@@ -15,10 +15,11 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 @bp.post("")
 def create_job() -> Response:
     svc = services()
-    new = parse_new_job(json_body(request), svc.catalog, svc.settings.max_metadata_bytes)
+    new = parse_new_job(json_body(request), svc.catalog, svc.settings.max_metadata_bytes, svc.settings.webhook_allow)
     try:
         job = submit_job(
-            svc.store, svc.publisher, model=new.model, input=new.input, params=new.params, metadata=new.metadata
+            svc.store, svc.publisher, model=new.model, input=new.input, params=new.params, metadata=new.metadata,
+            webhook=new.webhook, webhook_events_filter=new.webhook_events_filter,
         )
     except QueueUnavailable as e:
         return error_response(503, "queue_unavailable", str(e))

@@ -8,10 +8,12 @@ from typing import Any
 from flask import Request
 
 from api.errors import ApiError
+from api.webhook_fields import parse_webhook
 from genq.catalog import Catalog
+from genq.webhooks import AllowList
 from models.params import ParamError
 
-JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata")
+JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
 
@@ -22,6 +24,8 @@ class NewJob:
     input: dict[str, Any]  # {"prompt": str} or {"messages": [{"role", "content"}, ...]}
     params: dict[str, Any]  # resolved GenerationParams.to_dict()
     metadata: dict[str, Any] | None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
 
 
 def json_body(request: Request) -> Any:
@@ -35,7 +39,9 @@ def json_body(request: Request) -> Any:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
 
 
-def parse_new_job(body: Any, catalog: Catalog, max_metadata_bytes: int) -> NewJob:
+def parse_new_job(
+    body: Any, catalog: Catalog, max_metadata_bytes: int, webhook_allow: AllowList = AllowList()
+) -> NewJob:
     """Validate a `POST /v1/jobs` body and resolve its generation parameters."""
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_body", "the body must be a JSON object")
@@ -66,7 +72,9 @@ def parse_new_job(body: Any, catalog: Catalog, max_metadata_bytes: int) -> NewJo
     except ParamError as e:
         raise ApiError(422, "invalid_param", e.message, e.field) from None
 
-    return NewJob(model.name, job_input, params.to_dict(), _metadata(body.get("metadata"), max_metadata_bytes))
+    metadata = _metadata(body.get("metadata"), max_metadata_bytes)
+    webhook, events_filter = parse_webhook(body, webhook_allow)
+    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter)
 
 
 def _prompt(value: Any) -> str:
@@ -112,3 +120,8 @@ def _refuse_constant(name: str) -> float:
     # Python's json accepts NaN and Infinity; JSON does not, and the database's JSON types refuse them
     raise ValueError(f"{name} is not valid JSON")
 
+
+
+def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any] | None:
+    """A client's `metadata` object (None allowed), bounded in size; raises ApiError 422 on field `metadata`."""
+    return _metadata(value, max_bytes)

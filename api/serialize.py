@@ -1,42 +1,4 @@
-"""The job object as the API shows it."""
-from __future__ import annotations
+"""The job object as the API shows it: made by genq.serialize, which the workers share (webhook bodies)."""
+from genq.serialize import job_to_dict
 
-from datetime import datetime
-from typing import Any
-
-from genq.schema import Job, JobStatus
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """`output` is set once the job succeeded (or was canceled with partial output); `error` once it failed."""
-    output = None
-    if job.status == JobStatus.SUCCEEDED.value or (job.status == JobStatus.CANCELED.value and job.output_text):
-        output = {
-            "text": job.output_text,
-            "finish_reason": job.finish_reason,
-            "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": job.completion_tokens},
-        }
-        if job.logprobs is not None:
-            output["logprobs"] = job.logprobs
-    error = None
-    if job.error_code is not None:
-        error = {"code": job.error_code, "message": job.error_message}
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status,
-        "model": job.model,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "completed_at": _iso(job.completed_at),
-        "attempts": job.attempts,
-        "input": job.input,
-        "params": job.params,
-        "output": output,
-        "error": error,
-        "metadata": job.client_metadata,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+__all__ = ["job_to_dict"]

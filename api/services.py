@@ -5,11 +5,15 @@ from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from genq.catalog import Catalog
 from genq.config import Settings
 from genq.jobs import JobStore
 from genq.queue import Publisher
+from genq.webhook_deliveries import DeliveryStore
+from genq.webhook_dispatch import WebhookPublisher
+from genq.webhook_secrets import SecretStore
 
 EXTENSION_KEY = "genq"
 
@@ -21,6 +25,11 @@ class Services:
     store: JobStore
     catalog: Catalog
     publisher: Publisher
+    # webhooks, events, batches
+    sessions: sessionmaker[Session]
+    secrets: SecretStore
+    deliveries: DeliveryStore
+    webhook_publisher: WebhookPublisher
 
 
 def services() -> Services:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from genq.webhooks import AllowList, RetryPolicy
 from models.params import GenerationParams, ParamError
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/genq.db"
@@ -37,6 +38,16 @@ ENV_VARS = (
     "GENQ_PORT",
     "GENQ_MAX_BODY_BYTES",
     "GENQ_MAX_METADATA_BYTES",
+    # webhooks, events, batches (see events_settings)
+    "GENQ_WEBHOOK_ALLOW",
+    "GENQ_WEBHOOK_RETRY_SCHEDULE",
+    "GENQ_WEBHOOK_SECRET_GRACE",
+    "GENQ_WEBHOOK_SWEEP_MS",
+    "GENQ_WEBHOOK_CONCURRENCY",
+    "GENQ_EVENTS_POLL_MS",
+    "GENQ_EVENTS_KEEPALIVE",
+    "GENQ_BATCH_MAX_LINES",
+    "GENQ_BATCH_MAX_BYTES",
 )
 
 
@@ -79,6 +90,16 @@ class Settings:
     port: int = 8000
     max_body_bytes: int = 1 << 20
     max_metadata_bytes: int = 16 << 10
+    # webhooks, events, batches: read by events_settings
+    webhook_allow: AllowList = AllowList()  # private hosts/networks webhooks may reach (none by default)
+    webhook_retry: RetryPolicy = RetryPolicy()
+    webhook_secret_grace: int = 24 * 3600  # seconds a rotated-out secret keeps signing
+    webhook_sweep_ms: int = 5000  # how often webhook workers look for due deliveries without a message
+    webhook_concurrency: int = 4  # webhook task threads of a worker
+    events_poll_ms: int = 200  # how often an event stream reads the log
+    events_keepalive: int = 15  # seconds between keep-alive comments of an idle event stream
+    batch_max_lines: int = 1000
+    batch_max_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -115,7 +136,31 @@ class Settings:
             port=_int(env, "GENQ_PORT", 8000, lo=0, hi=65535),
             max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
             max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
+            **events_settings(env),
         )
+
+
+def events_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The webhooks, events and batches settings from `env`, as Settings keyword arguments."""
+    try:
+        allow = AllowList.from_config(env.get("GENQ_WEBHOOK_ALLOW", ""))
+    except ValueError as e:
+        raise ConfigError("GENQ_WEBHOOK_ALLOW", str(e)) from None
+    try:
+        retry = RetryPolicy.from_config(env.get("GENQ_WEBHOOK_RETRY_SCHEDULE", ""))
+    except ValueError as e:
+        raise ConfigError("GENQ_WEBHOOK_RETRY_SCHEDULE", str(e)) from None
+    return {
+        "webhook_allow": allow,
+        "webhook_retry": retry,
+        "webhook_secret_grace": _int(env, "GENQ_WEBHOOK_SECRET_GRACE", 24 * 3600, lo=0),
+        "webhook_sweep_ms": _int(env, "GENQ_WEBHOOK_SWEEP_MS", 5000, lo=50),
+        "webhook_concurrency": _int(env, "GENQ_WEBHOOK_CONCURRENCY", 4, lo=1, hi=256),
+        "events_poll_ms": _int(env, "GENQ_EVENTS_POLL_MS", 200, lo=10, hi=60_000),
+        "events_keepalive": _int(env, "GENQ_EVENTS_KEEPALIVE", 15, lo=1, hi=3600),
+        "batch_max_lines": _int(env, "GENQ_BATCH_MAX_LINES", 1000, lo=1),
+        "batch_max_bytes": _int(env, "GENQ_BATCH_MAX_BYTES", 16 << 20, lo=1024),
+    }
 
 
 def parse_models(value: str) -> list[ModelSpec]:

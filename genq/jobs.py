@@ -7,16 +7,20 @@
 `transition` is the only code that writes `status`. It runs
 `UPDATE jobs SET … WHERE id = :id AND status IN (:allowed)` and reports whether it changed the row:
 two workers handed the same message, or a worker and a cancel, race on the database, and exactly one wins.
+The winning transaction also appends the status to the job's event log and creates the webhook deliveries
+the change fires (genq.transition_effects), so neither is lost if the process dies right after.
 """
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.job_events import status_event
 from genq.schema import Job, JobStatus, utcnow
+from genq.transition_effects import record_transition
 
 # For each target status, the statuses it may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -44,21 +48,39 @@ def is_job_id(value: str) -> bool:
 class JobStore:
     """Jobs in the database. Methods open and commit their own short transactions; they are thread-safe."""
 
-    def __init__(self, sessions: sessionmaker[Session]):
+    def __init__(
+        self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None
+    ):
+        """`on_deliveries` is called after a transition committed with the ids of the webhook deliveries it
+        created (it publishes them; left unpublished, the sweep finds them)."""
         self._sessions = sessions
+        self._on_deliveries = on_deliveries
 
-    def create(
-        self,
+    def create(self, **fields: Any) -> Job:
+        """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable)."""
+        job = self.build(**fields)
+        with self._sessions.begin() as session:
+            session.add(job)
+            session.add(status_event(job))
+        return job
+
+    @staticmethod
+    def build(
         *,
         model: str,
         input: Mapping[str, Any],
         params: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         job_id: str | None = None,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+        batch_id: str | None = None,
+        custom_id: str | None = None,
+        batch_line: int | None = None,
     ) -> Job:
-        """Insert a `queued` job and commit it; returns the stored row (detached, readable)."""
+        """A new `queued` job row, not yet added to a session; its event log starts at seq 1 (`queued`)."""
         now = utcnow()
-        job = Job(
+        return Job(
             id=job_id or new_job_id(),
             status=JobStatus.QUEUED.value,
             model=model,
@@ -68,10 +90,13 @@ class JobStore:
             attempts=0,
             created_at=now,
             updated_at=now,
+            event_seq=1,
+            webhook=webhook,
+            webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
+            batch_id=batch_id,
+            custom_id=custom_id,
+            batch_line=batch_line,
         )
-        with self._sessions.begin() as session:
-            session.add(job)
-        return job
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if there is none (a malformed id is simply not found)."""
@@ -97,13 +122,18 @@ class JobStore:
         """
         allowed = [s.value for s in ALLOWED_FROM[to]]
         now = utcnow()
-        values = {"status": to.value, "updated_at": now, **values}
+        values = {"status": to.value, "updated_at": now, "event_seq": Job.event_seq + 1, **values}
         if to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED):
             values.setdefault("completed_at", now)
         stmt = update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(**values)
         with self._sessions.begin() as session:
             result = session.execute(stmt, execution_options={"synchronize_session": False})
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            deliveries = record_transition(session, job_id)
+        if deliveries and self._on_deliveries is not None:
+            self._on_deliveries(deliveries)
+        return True
 
     def claim(self, job_id: str, worker_id: str) -> bool:
         """queued → running, counting the attempt; False if the job is not queued (already claimed, done)."""

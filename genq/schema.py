@@ -82,6 +82,13 @@ class Job(Base):
     # "metadata" is reserved by SQLAlchemy's declarative base, hence the attribute name.
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
     worker_id: Mapped[str | None] = mapped_column(String(255))
+    # events, webhooks and batches (migration 0002_events; their tables are in genq/schema_events.py)
+    event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")  # last job_events.seq
+    webhook: Mapped[str | None] = mapped_column(Text)
+    webhook_events_filter: Mapped[list[str] | None] = mapped_column(JSONType)
+    batch_id: Mapped[str | None] = mapped_column(String(36))
+    custom_id: Mapped[str | None] = mapped_column(String(255))
+    batch_line: Mapped[int | None] = mapped_column(Integer)  # the request's line number in its batch file
 
     __table_args__ = (
         CheckConstraint(
@@ -95,3 +102,7 @@ class Job(Base):
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_created_at", "created_at"),
     )
+
+
+# The event log, webhook and batch tables register on Base.metadata with this module (imported last: they use Base).
+from genq import schema_events  # noqa: E402,F401

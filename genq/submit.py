@@ -1,7 +1,7 @@
 """Submitting a job: record it, then publish its id. The one place the API's write path lives."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from genq.jobs import JobStore
 from genq.queue import PublishError, Publisher
@@ -26,6 +26,8 @@ def submit_job(
     input: Mapping[str, Any],
     params: Mapping[str, Any],
     metadata: Mapping[str, Any] | None,
+    webhook: str | None = None,
+    webhook_events_filter: Sequence[str] | None = None,
 ) -> Job:
     """Insert the job as `queued` (committed), then publish its id on the model's queue.
 
@@ -34,7 +36,10 @@ def submit_job(
     with no message: a client polling it sees why. (A sweeper that re-publishes old `queued` jobs would
     let it stay queued instead; not built yet.)
     """
-    job = store.create(model=model, input=input, params=params, metadata=metadata)
+    job = store.create(
+        model=model, input=input, params=params, metadata=metadata,
+        webhook=webhook, webhook_events_filter=webhook_events_filter,
+    )
     try:
         publisher.publish(job.id, model)
     except PublishError as e:

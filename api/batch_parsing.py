@@ -1,0 +1,72 @@
+"""A batch file (JSONL, one POST /v1/jobs body plus `custom_id` per line) to validated jobs, or the first error.
+
+Every line is checked before anything is created. An error names its line: the message starts
+`line N:` and the field is `line[N]` or `line[N].<field as POST /v1/jobs names it>`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from api.errors import ApiError
+from api.parsing import NewJob, parse_new_job
+from genq.catalog import Catalog
+from genq.webhooks import AllowList
+
+CUSTOM_ID_MAX = 255
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int  # 1-based line number in the file
+    custom_id: str
+    job: NewJob
+
+
+def parse_batch(
+    raw: bytes, catalog: Catalog, *, max_lines: int, max_metadata_bytes: int, webhook_allow: AllowList
+) -> list[BatchLine]:
+    """Validate a whole batch file; raises ApiError (413 past `max_lines` requests, 422 for a bad line)."""
+    numbered = [(n, line) for n, line in enumerate(raw.split(b"\n"), start=1) if line.strip()]
+    if not numbered:
+        raise ApiError(422, "empty_batch", "the batch has no requests (one JSON object per line)")
+    if len(numbered) > max_lines:
+        raise ApiError(413, "too_many_lines", f"the batch has {len(numbered)} requests; at most {max_lines}")
+    seen: dict[str, int] = {}
+    out = []
+    for n, line in numbered:
+        body = _json_line(n, line)
+        custom_id = body.pop("custom_id", None)
+        if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= CUSTOM_ID_MAX:
+            raise _at(n, ApiError(422, "invalid_value", f"must be a string of 1..{CUSTOM_ID_MAX} characters",
+                                  "custom_id"))
+        if custom_id in seen:
+            raise _at(n, ApiError(422, "duplicate_custom_id",
+                                  f"custom_id {custom_id!r} is already used on line {seen[custom_id]}", "custom_id"))
+        seen[custom_id] = n
+        try:
+            job = parse_new_job(body, catalog, max_metadata_bytes, webhook_allow)
+        except ApiError as e:
+            raise _at(n, e) from None
+        out.append(BatchLine(n, custom_id, job))
+    return out
+
+
+def _json_line(n: int, line: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _at(n, ApiError(422, "invalid_json", f"not valid JSON: {e}")) from None
+    if not isinstance(body, dict):
+        raise _at(n, ApiError(422, "invalid_body", "each line must be a JSON object"))
+    return body
+
+
+def _at(n: int, e: ApiError) -> ApiError:
+    field = f"line[{n}]" + (f".{e.field}" if e.field else "")
+    return ApiError(e.status, e.code, f"line {n}: {e.message}", field)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")

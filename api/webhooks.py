@@ -1,0 +1,35 @@
+"""/v1/webhooks/secret: the signing secret receivers verify with, and its rotation."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from api.services import services
+from genq.serialize import iso
+from genq.webhook_secrets import SecretInfo
+
+bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
+
+
+@bp.get("/secret")
+def get_secret() -> Response:
+    return jsonify(_secret_object(services().secrets.signing()))
+
+
+@bp.post("/secret/rotate")
+def rotate_secret() -> Response:
+    """A new secret becomes current; the previous one keeps signing too until the grace period ends."""
+    svc = services()
+    svc.secrets.rotate()
+    return jsonify(_secret_object(svc.secrets.signing()))
+
+
+def _secret_object(signing: list[SecretInfo]) -> dict:
+    current = signing[0]
+    return {
+        "object": "webhook_secret",
+        "secret": current.secret,
+        "created_at": iso(current.created_at),
+        "grace_period_s": int(services().secrets.grace.total_seconds()),
+        # older secrets messages are still signed with (their values were shown when they were current)
+        "previous": [{"created_at": iso(s.created_at), "signs_until": iso(s.signs_until)} for s in signing[1:]],
+    }
