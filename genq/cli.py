@@ -44,7 +44,15 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker with the model engine")
     worker.add_argument("--models", help="comma-separated models to serve (default: all configured)")
-    worker.add_argument("--concurrency", type=int, help="task threads (default: GENQ_BATCH_SIZE)")
+    worker.add_argument(
+        "--queues", default="models,webhooks",
+        help="what to consume: 'models' (generation jobs), 'webhooks' (webhook deliveries and their sweep), "
+             "or both (the default)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int,
+        help="task threads (default: GENQ_BATCH_SIZE for models, plus GENQ_WEBHOOK_CONCURRENCY for webhooks)",
+    )
     worker.add_argument("--no-preload", action="store_true", help="load models on their first job, not at start")
     worker.set_defaults(func=_worker)
 
@@ -107,12 +115,21 @@ def _worker(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in settings.models]
     if unknown:
         raise ConfigError("--models", f"not configured: {', '.join(unknown)}; configured: {', '.join(settings.models)}")
-    concurrency = args.concurrency or settings.batch_size
+    kinds = {k.strip() for k in args.queues.split(",") if k.strip()}
+    if not kinds or kinds - {"models", "webhooks"}:
+        raise ConfigError("--queues", f"{args.queues!r}: give models, webhooks or models,webhooks")
+    serve_models, serve_webhooks = "models" in kinds, "webhooks" in kinds
+    concurrency = args.concurrency or (
+        (settings.batch_size if serve_models else 0) + (settings.webhook_concurrency if serve_webhooks else 0)
+    )
 
+    from genq.webhook_dispatch import WEBHOOK_QUEUE
     from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
 
-    app.genq_preload = [] if args.no_preload else names  # type: ignore[attr-defined]
-    queues = ",".join(settings.models[n].queue for n in names)
+    app.genq_preload = names if serve_models and not args.no_preload else []  # type: ignore[attr-defined]
+    app.genq_sweep = serve_webhooks  # type: ignore[attr-defined]
+    model_queues = [settings.models[n].queue for n in names] if serve_models else []
+    queues = ",".join(model_queues + ([WEBHOOK_QUEUE] if serve_webhooks else []))
     app.worker_main([
         "worker",
         "--pool=threads",  # every task thread feeds the one engine loop of this process

@@ -83,7 +83,8 @@ class Job(Base):
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
     worker_id: Mapped[str | None] = mapped_column(String(255))
     # events, webhooks and batches (migration 0002_events; their tables are in genq/schema_events.py)
-    event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")  # last job_events.seq
+    # the last job_events.seq of this job: event writers take the next one by incrementing it
+    event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     webhook: Mapped[str | None] = mapped_column(Text)
     webhook_events_filter: Mapped[list[str] | None] = mapped_column(JSONType)
     batch_id: Mapped[str | None] = mapped_column(String(36))

@@ -12,18 +12,24 @@ from celery.signals import worker_ready, worker_shutdown
 
 from genq.config import Settings
 from genq.queue import make_celery
-from workers import tasks
+from workers import tasks, webhook_tasks
 from workers.context import shutdown_contexts, worker_context
 
 log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
-    """The worker app for `settings`; models named in `preload` start loading as soon as the worker is ready."""
+    """The worker app for `settings`; models named in `preload` start loading as soon as the worker is ready.
+
+    Set `genq_sweep = True` on it (genq worker does, when it consumes the webhook queue) to run the webhook
+    sweep in this process.
+    """
     app = make_celery(settings, main="genq-worker")
     app.genq_settings = settings  # type: ignore[attr-defined]
     app.genq_preload = list(preload)  # type: ignore[attr-defined]
+    app.genq_sweep = False  # type: ignore[attr-defined]
     tasks.register(app)
+    webhook_tasks.register(app)
     return app
 
 
@@ -45,8 +51,20 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
     threading.Thread(target=load, name="genq-preload", daemon=True).start()
 
 
+_sweepers: list[Any] = []
+
+
+@worker_ready.connect
+def _start_webhook_sweep(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if getattr(app, "genq_sweep", False):
+        _sweepers.append(webhook_tasks.start_sweeper(app))  # type: ignore[arg-type]
+
+
 @worker_shutdown.connect
 def _stop_engines(**_: Any) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
     shutdown_contexts()
 
 

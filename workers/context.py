@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
+from genq.delta_sink import DeltaSink
 from genq.jobs import JobStore
+from genq.queue import make_celery
+from genq.webhook_deliveries import DeliveryStore
+from genq.webhook_dispatch import WebhookPublisher
+from genq.webhook_runner import DeliveryContext
+from genq.webhook_secrets import SecretStore
 from workers.engine_host import EngineHost, engine_factory
 
 
@@ -18,6 +24,8 @@ class WorkerContext:
     store: JobStore
     host: EngineHost
     worker_id: str
+    events: DeltaSink  # generated text into the job event log, batched across this process's jobs
+    webhooks: DeliveryContext  # what a webhook delivery task needs
 
 
 _lock = threading.Lock()
@@ -32,11 +40,21 @@ def worker_context(settings: Settings) -> WorkerContext:
         with _lock:
             ctx = _contexts.get(key)
             if ctx is None:
+                sessions = make_session_factory(make_engine(settings.database_url))
+                publisher = WebhookPublisher(make_celery(settings, main="genq-worker-publisher"))
                 ctx = WorkerContext(
                     settings=settings,
-                    store=JobStore(make_session_factory(make_engine(settings.database_url))),
+                    store=JobStore(sessions, on_deliveries=publisher.publish_many),
                     host=EngineHost(settings.models, engine_factory(settings.batch_size, settings.device)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
+                    events=DeltaSink(sessions),
+                    webhooks=DeliveryContext(
+                        deliveries=DeliveryStore(sessions),
+                        secrets=SecretStore(sessions, settings.webhook_secret_grace),
+                        allow=settings.webhook_allow,
+                        policy=settings.webhook_retry,
+                        publisher=publisher,
+                    ),
                 )
                 _contexts[key] = ctx
     return ctx
@@ -47,4 +65,5 @@ def shutdown_contexts() -> None:
     with _lock:
         for ctx in _contexts.values():
             ctx.host.stop_all()
+            ctx.events.stop()
         _contexts.clear()

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from genq.delta_sink import DeltaSink
 from genq.jobs import JobStore
 from genq.schema import Job
 from models.engine.types import EngineError, GenerationRequest, GenerationResult
@@ -30,8 +31,14 @@ class Outcome(str, enum.Enum):
     CANCELED = "canceled"
 
 
-def execute_job(job_id: str, store: JobStore, host: EngineHost, worker_id: str, timeout: float) -> Outcome:
-    """Run job `job_id` if this call wins the claim; returns what became of it."""
+def execute_job(
+    job_id: str, store: JobStore, host: EngineHost, worker_id: str, timeout: float, events: DeltaSink | None = None
+) -> Outcome:
+    """Run job `job_id` if this call wins the claim; returns what became of it.
+
+    `events` receives the text as the engine generates it (for GET /v1/jobs/{id}/events); it is flushed
+    before the outcome is stored, so the job's text events precede its final status event.
+    """
     if not store.claim(job_id, worker_id):
         log.info("job %s is not queued; skipping", job_id)
         return Outcome.SKIPPED
@@ -39,7 +46,7 @@ def execute_job(job_id: str, store: JobStore, host: EngineHost, worker_id: str, 
     if job is None:  # deleted between claim and read; nothing to store
         return Outcome.SKIPPED
     try:
-        result = _generate(job, host, timeout)
+        result = _generate(job, host, timeout, events)
     except EngineError as e:
         return _store_failure(store, job_id, e.code, str(e) or e.code)
     except ModelUnavailable as e:
@@ -60,14 +67,20 @@ def build_request(job: Job) -> GenerationRequest:
     )
 
 
-def _generate(job: Job, host: EngineHost, timeout: float) -> GenerationResult:
+def _generate(job: Job, host: EngineHost, timeout: float, events: DeltaSink | None) -> GenerationResult:
     engine = host.get(job.model)
-    handle = engine.submit(build_request(job))
+    handle = engine.submit(build_request(job), on_event=events.on_event if events is not None else None)
     try:
         result = handle.wait(timeout)
     except TimeoutError:
         handle.cancel()
         raise
+    finally:
+        if events is not None:
+            try:
+                events.flush()
+            except Exception:  # the text stream is a view; losing part of it must not lose the result
+                log.warning("flushing the text events of job %s failed", job.id, exc_info=True)
     if result is None:  # a wait that returns on timeout instead of raising
         handle.cancel()
         raise TimeoutError(f"no result within {timeout:g}s")
