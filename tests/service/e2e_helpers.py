@@ -6,10 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
+import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -100,3 +101,18 @@ def wait_for_job(url: str, job_id: str, timeout: float) -> dict[str, Any]:
         return job if job["status"] in TERMINAL else None
 
     return wait_until(finished, timeout, f"job {job_id} did not finish")
+
+
+def read_sse(response: requests.Response) -> Iterator[dict[str, Any]]:
+    """Parse an SSE stream into {"id", "event", "data"} dicts; comments become {"comment": text}."""
+    frame: dict[str, Any] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if frame:
+                yield frame
+            frame = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            name, _, value = line.partition(": ")
+            frame[name] = json.loads(value) if name == "data" else value

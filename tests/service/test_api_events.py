@@ -2,14 +2,13 @@
 Last-Event-ID, closed at the final status. The worker's side is played here by the job store and a DeltaSink."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Iterator
 
 import pytest
 import requests
-from e2e_helpers import ApiThread
+from e2e_helpers import ApiThread, read_sse
 
 from api import create_app
 from genq.config import Settings
@@ -27,21 +26,6 @@ def api(database_url: str, filesystem_broker_url: str) -> Iterator[tuple[str, An
     server = ApiThread(app)
     yield server.url, app.extensions["genq"]
     server.stop()
-
-
-def read_sse(response: requests.Response) -> Iterator[dict[str, Any]]:
-    """Parse an SSE stream into {"id", "event", "data"} dicts; comments become {"comment": text}."""
-    frame: dict[str, Any] = {}
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if frame:
-                yield frame
-            frame = {}
-        elif line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        else:
-            name, _, value = line.partition(": ")
-            frame[name] = json.loads(value) if name == "data" else value
 
 
 def _stream(url: str, job_id: str, last_event_id: str | None = None) -> list[dict[str, Any]]:

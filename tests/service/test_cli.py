@@ -47,3 +47,13 @@ def test_check_fails_when_the_broker_is_unreachable(tmp_path: Path) -> None:
 def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
     result = _genq("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_worker_refuses_an_unknown_queue_kind(tmp_path: Path) -> None:
+    result = _genq("worker", "--queues", "models,emails", cwd=tmp_path)
+    assert result.returncode == 2 and "--queues" in result.stderr
+
+
+def test_a_bad_webhook_allow_list_is_a_configuration_error(tmp_path: Path) -> None:
+    result = _genq("db", "upgrade", cwd=tmp_path, env={"GENQ_WEBHOOK_ALLOW": "10.0.0.1/8"})
+    assert result.returncode == 2 and "GENQ_WEBHOOK_ALLOW" in result.stderr

@@ -1,5 +1,6 @@
 """End to end on the embedded defaults: `genq up` in an empty directory (SQLite and the file-system broker
-under ./var), one job through real HTTP. Prints the time from `genq up` to the first finished job."""
+under ./var), one job through real HTTP, its event stream, and its webhook (the one worker consumes the
+webhook queue too). Prints the time from `genq up` to the first finished job."""
 from __future__ import annotations
 
 import signal
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_helpers import Child, free_port, wait_for_job, wait_until
+from e2e_helpers import Child, free_port, read_sse, wait_for_job, wait_until
+from standardwebhooks.webhooks import Webhook
+from webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +22,9 @@ def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
     port = free_port()
     started = time.perf_counter()
     # no DATABASE_URL / GENQ_BROKER_URL: the defaults under ./var of the working directory
-    env = {"DATABASE_URL": "", "GENQ_BROKER_URL": "", "GENQ_BROKER_KEY_PREFIX": ""}
+    env = {"DATABASE_URL": "", "GENQ_BROKER_URL": "", "GENQ_BROKER_KEY_PREFIX": "", "GENQ_WEBHOOK_ALLOW": "127.0.0.1"}
     up = Child(["up", "--port", str(port)], env, cwd=tmp_path)
+    receiver = Receiver()
     try:
         up.wait_for_line("genq is up: http://127.0.0.1:", STARTUP_TIMEOUT_S)
         url = f"http://127.0.0.1:{port}"
@@ -28,15 +32,25 @@ def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
         response = requests.post(f"{url}/v1/jobs", timeout=10, json={
             "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "params": {"max_new_tokens": 24},
+            "webhook": receiver.url(),
         })
         assert response.status_code == 202, response.text
+        with requests.get(f"{url}/v1/jobs/{response.json()['id']}/events", stream=True,
+                          timeout=STARTUP_TIMEOUT_S) as stream:
+            frames = [f for f in read_sse(stream) if "event" in f]
         job = wait_for_job(url, response.json()["id"], STARTUP_TIMEOUT_S)
         first_job_s = time.perf_counter() - started
+        assert frames[-1]["event"] == "done" and frames[-1]["data"] == job
+        assert "".join(f["data"]["text"] for f in frames if f["event"] == "delta") == job["output"]["text"]
+        wait_until(lambda: receiver.received, 30, "the webhook did not arrive")
+        secret = requests.get(f"{url}/v1/webhooks/secret", timeout=10).json()["secret"]
+        assert Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers) == job
         assert job["status"] == "succeeded", (job, up.output())
         assert "Paris" in job["output"]["text"]
         print(f"\ngenq up: API healthy after {ready_s:.1f}s, first job finished after {first_job_s:.1f}s")
         assert (tmp_path / "var" / "genq.db").is_file()
     finally:
+        receiver.close()
         code = up.stop(signal.SIGINT)
     assert code == 0, up.output()
     # the API port is released: the children are gone

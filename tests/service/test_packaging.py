@@ -35,11 +35,19 @@ def test_compose_has_the_services_with_healthchecks_and_a_migration_first() -> N
 
 def test_compose_environment_names_only_variables_that_settings_reads() -> None:
     services = _compose()["services"]
-    for name in ("migrate", "api", "worker"):
+    for name in ("migrate", "api", "worker", "webhooks"):
         env = services[name]["environment"]
         assert set(env) <= set(ENV_VARS), set(env) - set(ENV_VARS)
         assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["GENQ_BROKER_URL"].startswith("redis://")
+
+
+def test_compose_runs_webhook_deliveries_in_their_own_worker() -> None:
+    services = _compose()["services"]
+    assert services["worker"]["command"] == ["worker", "--queues", "models"]
+    assert services["webhooks"]["command"] == ["worker", "--queues", "webhooks"]
+    assert services["webhooks"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "healthcheck" in services["webhooks"]
 
 
 def test_dockerfile_installs_the_project_and_the_model_without_its_dependencies_as_a_non_root_user() -> None:
