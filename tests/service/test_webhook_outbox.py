@@ -260,7 +260,8 @@ def test_redelivery_sends_the_same_message_again_as_a_new_delivery(client: Flask
     assert [d["status"] for d in _deliveries(client, job["id"])] == ["succeeded", "succeeded"]
 
 
-@pytest.mark.parametrize("path", ["/deliveries/nope/redeliver", "/deliveries/{other}/redeliver"])
+@pytest.mark.parametrize("path", ["/deliveries/nope/redeliver", "/deliveries/{other}/redeliver",
+                                  "/deliveries/" + "é" * 300 + "/redeliver"])
 def test_redelivering_an_unknown_delivery_is_404(client: FlaskClient, path: str) -> None:
     job = _submit(client, "http://127.0.0.1:9/hook")
     other = _submit(client, "http://127.0.0.1:9/hook")
