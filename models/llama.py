@@ -178,8 +178,8 @@ class LlamaNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x, cache, step)
         x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
-        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, head).float()
+        logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
+        return logits.float()
 
     def forward_full(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (T, vocab) for every position of one sequence (T,), through a temporary one-slot cache."""
