@@ -1,0 +1,211 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) as a plain torch module.
+
+Pre-norm decoder layers: x + attn(rms_norm(x)), then x + mlp(rms_norm(x)); grouped-query attention with
+rotary embeddings; SwiGLU MLP. Two fusions for speed, made when weights are loaded (models/weights.py):
+q, k and v projections are one Linear (`qkv_proj`, rows q then k then v) and the MLP's gate and up
+projections are one Linear (`gate_up_proj`, rows gate then up).
+
+`forward(plan, cache)` runs one engine step (models/batch.py): the step's tokens are a flat (N,) list,
+decode tokens first, then prefill chunks. Every layer writes each token's k/v at (slot, position) of
+the cache, then attends:
+- all decode tokens together, in one scaled_dot_product_attention call over their slots' keys up to
+  the longest position in the step, with a boolean mask hiding each slot's positions beyond its own;
+- each prefill chunk causally over its own slot's positions [0, start + length).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.batch import BatchPlan, KVCache
+from models.config import ModelConfig
+from models.rope import RotaryEmbedding
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+@dataclass
+class _Step:
+    """What every layer of one forward needs, computed once per step."""
+
+    slots: torch.Tensor  # (N,)
+    positions: torch.Tensor  # (N,)
+    cos: torch.Tensor  # (N, 1, head_dim)
+    sin: torch.Tensor  # (N, 1, head_dim)
+    num_decode: int
+    decode_slots: torch.Tensor | slice  # (B,) or a slice when the decode slots are consecutive
+    decode_len: int  # keys gathered per decode slot: longest decode position + 1
+    decode_mask: torch.Tensor | None  # (B, 1, 1, decode_len) bool, True = attend
+    prefills: list[tuple[int, int, int, int]]  # (offset, slot, start, length)
+    prefill_masks: list[torch.Tensor | None]  # (length, start + length) bool, or None = plain causal
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.split = (q_size, kv_size, kv_size)
+        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias)
+
+    def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
+        n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q = RotaryEmbedding.apply(q.view(n, h, hd), step.cos, step.sin)  # (N, H, hd)
+        k = RotaryEmbedding.apply(k.view(n, kvh, hd), step.cos, step.sin)  # (N, KV, hd)
+        k_cache, v_cache = cache.k[self.layer], cache.v[self.layer]  # (slots, KV, max_len, hd) views
+        # advanced indices on dims 0 and 2 put the token dim first: the target is (N, KV, hd)
+        k_cache[step.slots, :, step.positions] = k
+        v_cache[step.slots, :, step.positions] = v.view(n, kvh, hd)
+
+        out = torch.empty(n, h, hd, dtype=x.dtype, device=x.device)
+        b = step.num_decode
+        if b:
+            # one query per sequence, so each kv head's group of query heads takes the query-length dim:
+            # q (B, KV, group, hd) against k, v (B, KV, decode_len, hd), no repeat of k/v needed
+            qd = q[:b].view(b, kvh, h // kvh, hd)
+            kd = k_cache[step.decode_slots, :, :step.decode_len]
+            vd = v_cache[step.decode_slots, :, :step.decode_len]
+            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=step.decode_mask)
+            out[:b] = od.view(b, h, hd)
+        for (offset, slot, start, length), mask in zip(step.prefills, step.prefill_masks):
+            qc = q[offset:offset + length].transpose(0, 1).unsqueeze(0)  # (1, H, T, hd)
+            kc = k_cache[slot, :, :start + length].unsqueeze(0)  # (1, KV, start + T, hd)
+            vc = v_cache[slot, :, :start + length].unsqueeze(0)
+            oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, is_causal=mask is None,
+                                                enable_gqa=True)
+            out[offset:offset + length] = oc[0].transpose(0, 1)
+        return self.o_proj(out.view(n, h * hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cache, step)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaNetwork(nn.Module):
+    """The decoder and its LM head (the embedding matrix itself when the model ties them)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self._rope: RotaryEmbedding | None = None  # made on first use: the module may be built on `meta`
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def new_cache(self, n_slots: int, max_len: int) -> KVCache:
+        """An empty KV cache for this network, on its device and in its dtype."""
+        c = self.cfg
+        return KVCache.allocate(c.num_layers, n_slots, c.num_kv_heads, max_len, c.head_dim, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def forward(self, plan: BatchPlan, cache: KVCache) -> torch.Tensor:
+        """Run one step: write the step's k/v into `cache`; logits (R, vocab) float32 for plan.logits_rows."""
+        step = self._prepare(plan, cache)
+        x = self.embed_tokens(plan.token_ids.to(self.device))  # (N, hidden)
+        for layer in self.layers:
+            x = layer(x, cache, step)
+        x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, head).float()
+
+    def forward_full(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (T, vocab) for every position of one sequence (T,), through a temporary one-slot cache."""
+        t = int(input_ids.shape[0])
+        positions = torch.arange(t)
+        plan = BatchPlan(token_ids=input_ids.long(), positions=positions, slots=torch.zeros(t, dtype=torch.long),
+                         num_decode=0, prefills=[(0, 0, 0, t)], logits_rows=positions)
+        return self.forward(plan, self.new_cache(1, t))
+
+    def _prepare(self, plan: BatchPlan, cache: KVCache) -> _Step:
+        n, dev = plan.num_tokens, self.device
+        if plan.positions.shape != (n,) or plan.slots.shape != (n,):
+            raise ValueError(f"plan: token_ids, positions and slots must all be ({n},)")
+        if not 0 <= plan.num_decode <= n:
+            raise ValueError(f"plan: num_decode {plan.num_decode} is outside [0, {n}]")
+        if n and int(plan.positions.max()) >= cache.max_len:
+            raise ValueError(f"plan: a position is beyond the cache's max_len {cache.max_len}")
+        covered = plan.num_decode + sum(length for _, _, _, length in plan.prefills)
+        if covered != n:
+            raise ValueError(f"plan: decode tokens and prefill chunks cover {covered} tokens, not {n}")
+        if self._rope is None or self._rope.device != dev or self._rope.dtype != self.dtype:
+            self._rope = RotaryEmbedding(self.cfg, dev, self.dtype)
+        positions, slots = plan.positions.to(dev), plan.slots.to(dev)
+        cos, sin = self._rope.cos_sin(positions)
+        window = self.cfg.sliding_window
+
+        b = plan.num_decode
+        decode_slots: torch.Tensor | slice = slots[:b]
+        decode_len, decode_mask = 0, None
+        if b:
+            pos = positions[:b]
+            decode_len = int(pos.max()) + 1
+            keys = torch.arange(decode_len, device=dev)
+            allowed = keys[None, :] <= pos[:, None]  # (B, decode_len)
+            if window is not None:
+                allowed &= keys[None, :] > pos[:, None] - window
+            decode_mask = allowed[:, None, None, :]  # broadcast over kv heads and the query group
+            first = int(plan.slots[0])
+            if torch.equal(plan.slots[:b], torch.arange(first, first + b)):
+                decode_slots = slice(first, first + b)  # a view of the cache instead of a gathered copy
+
+        masks: list[torch.Tensor | None] = []
+        for offset, slot, start, length in plan.prefills:
+            if length <= 0 or start < 0 or start + length > cache.max_len:
+                raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
+            if start == 0 and (window is None or window >= length):
+                masks.append(None)  # square and causal: SDPA's own causal path
+                continue
+            q_pos = torch.arange(start, start + length, device=dev)[:, None]  # (T, 1)
+            keys = torch.arange(start + length, device=dev)[None, :]  # (1, S)
+            allowed = keys <= q_pos
+            if window is not None:
+                allowed &= keys > q_pos - window
+            masks.append(allowed)
+        return _Step(slots, positions, cos, sin, b, decode_slots, decode_len, decode_mask,
+                     list(plan.prefills), masks)
