@@ -8,7 +8,8 @@ For each mode the default GGUF is loaded through models.quant.load_quantized_net
   spread around --context, the best of several runs (the machine is shared: the minimum is the least
   disturbed figure), as ms per step and tokens per second;
 - agree: the share of positions of a fixed English text where the mode's next-token argmax equals
-  float32's (teacher forced, so one early difference does not decide the rest);
+  float32's (teacher forced, so one early difference does not decide the rest); KL: the mean
+  KL(float32 || mode) of the next-token distributions over the same positions, in nats;
 - greedy: how many of 32 greedily generated tokens after a prompt equal float32's, position by position.
 """
 from __future__ import annotations
@@ -92,7 +93,7 @@ def main() -> None:
     text_ids, prompt_ids = torch.tensor(tokenizer.encode(TEXT)), tokenizer.encode(PROMPT)
 
     _, fp32 = load_quantized_network(path, "none", device=args.device)
-    ref_next = fp32.forward_full(text_ids).argmax(-1)
+    ref_logp = fp32.forward_full(text_ids).log_softmax(-1)  # (T, vocab)
     ref_greedy = greedy(fp32, prompt_ids, GREEDY_TOKENS)
     float_linear_bytes = sum(weight_bytes(m) for m in fp32.modules() if type(m) is nn.Linear)
     del fp32
@@ -100,19 +101,21 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct (GGUF), torch {torch.__version__}, {args.threads} threads, {args.device}, "
           f"decode context ~{args.context}, text {len(text_ids)} tokens")
     print(f"{'mode':5} {'load s':>6} {'weights MiB':>11} {'linears MiB':>11} {'ratio':>5} "
-          f"{'B=1 ms':>7} {'B=1 tok/s':>9} {'B=64 ms':>8} {'B=64 tok/s':>10} {'agree':>6} {'greedy':>7}")
+          f"{'B=1 ms':>7} {'B=1 tok/s':>9} {'B=64 ms':>8} {'B=64 tok/s':>10} {'agree':>6} {'KL':>6} {'greedy':>7}")
     for mode in args.modes.split(","):
         t0 = time.perf_counter()
         _, net = load_quantized_network(path, mode, device=args.device)
         load_s = time.perf_counter() - t0
         total = weight_bytes(net)
         linears = swapped_layer_bytes(net) if mode != "none" else float_linear_bytes
-        agree = float((net.forward_full(text_ids).argmax(-1) == ref_next).float().mean())
+        logp = net.forward_full(text_ids).log_softmax(-1)
+        agree = float((logp.argmax(-1) == ref_logp.argmax(-1)).float().mean())
+        kl = float((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean())
         same = sum(a == b for a, b in zip(greedy(net, prompt_ids, GREEDY_TOKENS), ref_greedy))
         one, many = decode_seconds(net, 1, args.context), decode_seconds(net, 64, args.context)
         print(f"{mode:5} {load_s:6.1f} {total / 2**20:11.1f} {linears / 2**20:11.1f} "
               f"{linears / float_linear_bytes:5.3f} {one * 1e3:7.1f} {1 / one:9.1f} {many * 1e3:8.1f} "
-              f"{64 / many:10.1f} {agree:6.3f} {same:3d}/{GREEDY_TOKENS}")
+              f"{64 / many:10.1f} {agree:6.3f} {kl:6.3f} {same:3d}/{GREEDY_TOKENS}")
         del net
 
 

@@ -90,6 +90,14 @@ def test_every_linear_is_swapped_except_skipped_ones_and_biases_are_kept(mode: s
     assert all(not m.training for m in module)
 
 
+def test_int8_outlier_threshold_is_off_on_cpu_by_default_and_can_be_set() -> None:
+    runnable("int8")
+    default, chosen = stack(), stack()
+    quantize_network(default, "int8", "cpu")
+    quantize_network(chosen, "int8", "cpu", int8_threshold=6.0)
+    assert (default[0].state.threshold, chosen[0].state.threshold) == (0.0, 6.0)
+
+
 @pytest.mark.parametrize("mode", QUANTIZED)
 def test_quantized_layers_compute_close_to_float(mode: str) -> None:
     runnable(mode)
