@@ -210,3 +210,22 @@ def test_tiny_llama_lm_head_cannot_be_quantized_in_llama_network(tiny_llama: Pat
 def test_unknown_mode_is_refused_before_the_weights_are_read(tmp_path: Path) -> None:
     with pytest.raises(QuantizationError, match="unknown quantization"):
         load_quantized_network(tmp_path / "missing", "q4_k")
+
+
+# --- the default model (slow: one load and quantization per mode) ---
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", QUANTIZED)
+def test_default_model_quantized_still_answers_paris(mode: str, gguf_path: Path, plans) -> None:
+    runnable(mode)
+    from models.chat_template import ChatTemplate
+    from models.gguf import GGUFFile
+    from models.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_gguf(GGUFFile(gguf_path))
+    template = ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+    prompt = tokenizer.encode(template.render([{"role": "user", "content": "What is the capital of France?"}]))
+    _, net = load_quantized_network(gguf_path, mode)
+    tokens, _ = plans.greedy(net, prompt, 20, stop=tokenizer.eos_token_id)
+    assert "Paris" in tokenizer.decode(tokens)
