@@ -8,9 +8,10 @@ built from the float weights it replaces (biases kept in float):
 - nf4 / fp4: `Linear4bit` (two 4-bit codes per byte, one absmax per block of 64 weights).
 The embedding and the LM head stay in full precision by default (`DEFAULT_SKIP`).
 
-A mode is checked when asked for, before any weight is read: an unknown mode, a device other than cpu and
-cuda, a missing or too old bitsandbytes, or a layer the installed kernels cannot run on the device is
-refused with `QuantizationError` (a ValueError). Nothing falls back silently to another mode.
+Refusals are `QuantizationError` (a ValueError), raised at load and never turned into a silent fallback to
+another mode: an unknown mode, a device other than cpu and cuda, a missing or too old bitsandbytes, or a
+mode the installed kernels cannot run on the device (a tiny probe layer is tried) before any weight is
+read; then any layer the kernels cannot run (each swapped layer is tried once), naming the layer.
 
 bitsandbytes is imported lazily, so `QUANT_MODES`, the checks that need no kernels and `weight_bytes`
 work without it.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 QUANT_MODES = ("none", "int8", "nf4", "fp4")
 DEFAULT_SKIP = frozenset({"lm_head", "embed_tokens"})
-# CPU kernels for these layers arrived in 0.46.0 (bitsandbytes' torch.library backends); only 0.50.2 is tested.
+# 0.46.0 is the first release whose torch.library backends have CPU ops for these layers; only 0.50.2 is tested.
 MIN_BITSANDBYTES = (0, 46, 0)
 TESTED_BITSANDBYTES = "0.50.2"
 DEVICE_TYPES = ("cpu", "cuda")
@@ -183,7 +184,7 @@ def _validated(layer: nn.Module, name: str, mode: str, device: torch.device, dty
     """Run `layer` on one row and on three rows (single-token and batched kernels differ) or refuse it."""
     hint = ""
     if device.type == "cpu" and mode in ("nf4", "fp4"):
-        hint = (f"; bitsandbytes' CPU 4-bit kernel needs in_features divisible by {FOUR_BIT_BLOCKSIZE} "
+        hint = (f"; bitsandbytes' AVX512-BF16 CPU 4-bit kernel needs in_features divisible by {FOUR_BIT_BLOCKSIZE} "
                 "and out_features by 32")
     shape = f"(in {layer.in_features}, out {layer.out_features})"
     try:
@@ -191,7 +192,8 @@ def _validated(layer: nn.Module, name: str, mode: str, device: torch.device, dty
             for rows in (1, 3):
                 out = layer(torch.ones(rows, layer.in_features, dtype=dtype, device=device))
                 if out.shape != (rows, layer.out_features) or not bool(torch.isfinite(out).all()):
-                    raise RuntimeError(f"the layer gave {tuple(out.shape)} {out.dtype} with non-finite values")
+                    raise RuntimeError(f"for ones of shape ({rows}, {layer.in_features}) it gave "
+                                       f"{tuple(out.shape)}, or values that are not finite")
     except Exception as e:
         import bitsandbytes
 
