@@ -4,6 +4,7 @@ kept; the weights take the memory the mode promises; a tiny Llama still decodes 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +68,12 @@ def test_mode_none_only_moves_the_module() -> None:
     assert quantize_network(module, "none", "cpu") is module
     assert [type(m) for m in module] == [nn.Linear, nn.ReLU, nn.Linear, nn.Linear]
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_missing_bitsandbytes_is_refused_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` raise ImportError
+    with pytest.raises(QuantizationError, match=r"'nf4' needs bitsandbytes >= 0\.46\.0: pip install"):
+        check_quantization("nf4", "cpu")
 
 
 @needs_bnb
