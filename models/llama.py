@@ -8,8 +8,8 @@ projections are one Linear (`gate_up_proj`, rows gate then up).
 `forward(plan, cache)` runs one engine step (models/batch.py): the step's tokens are a flat (N,) list,
 decode tokens first, then prefill chunks. Every layer writes each token's k/v at (slot, position) of
 the cache, then attends:
-- all decode tokens together, in one scaled_dot_product_attention call over their slots' keys up to
-  the longest position in the step, with a boolean mask hiding each slot's positions beyond its own;
+- all decode tokens together, in one batched attention over their slots' keys up to the longest
+  position in the step, with a mask hiding each slot's positions beyond its own (and padding);
 - each prefill chunk causally over its own slot's positions [0, start + length).
 """
 from __future__ import annotations
@@ -23,6 +23,10 @@ from torch import nn
 from models.batch import BatchPlan, KVCache
 from models.config import ModelConfig
 from models.rope import RotaryEmbedding
+
+# Decode attention views the slice of slots min..max in place (no gather) while that slice holds at most
+# this many slots per decoding sequence; sparser steps gather their slots' keys instead.
+DENSE_SLOTS_FACTOR = 3
 
 
 class RMSNorm(nn.Module):
@@ -47,9 +51,13 @@ class _Step:
     cos: torch.Tensor  # (N, 1, head_dim)
     sin: torch.Tensor  # (N, 1, head_dim)
     num_decode: int
-    decode_slots: torch.Tensor | slice  # (B,) or a slice when the decode slots are consecutive
-    decode_len: int  # keys gathered per decode slot: longest decode position + 1
-    decode_mask: torch.Tensor | None  # (B, 1, 1, decode_len) bool, True = attend
+    # Decode attention runs over R cache rows: either the B decode slots gathered (R = B), or, cheaper when
+    # the slots are dense, the slice of slots lo..hi viewed in place (R = hi - lo + 1, rows of slots that
+    # are not decoding attend to their position 0 and are dropped).
+    decode_slots: torch.Tensor | slice  # (B,) slots to gather, or slice(lo, hi + 1) to view
+    decode_rows: torch.Tensor | None  # (B,) each decode token's row among the R, None when row i = token i
+    decode_len: int  # keys per row: longest decode position + 1
+    decode_bias: torch.Tensor | None  # (R * KV, group, decode_len) float: 0 = attend, -inf = hidden
     prefills: list[tuple[int, int, int, int]]  # (offset, slot, start, length)
     prefill_masks: list[torch.Tensor | None]  # (length, start + length) bool, or None = plain causal
 
@@ -77,13 +85,7 @@ class Attention(nn.Module):
         out = torch.empty(n, h, hd, dtype=x.dtype, device=x.device)
         b = step.num_decode
         if b:
-            # one query per sequence, so each kv head's group of query heads takes the query-length dim:
-            # q (B, KV, group, hd) against k, v (B, KV, decode_len, hd), no repeat of k/v needed
-            qd = q[:b].view(b, kvh, h // kvh, hd)
-            kd = k_cache[step.decode_slots, :, :step.decode_len]
-            vd = v_cache[step.decode_slots, :, :step.decode_len]
-            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=step.decode_mask)
-            out[:b] = od.view(b, h, hd)
+            out[:b] = self._decode_attention(q[:b], k_cache, v_cache, step)
         for (offset, slot, start, length), mask in zip(step.prefills, step.prefill_masks):
             qc = q[offset:offset + length].transpose(0, 1).unsqueeze(0)  # (1, H, T, hd)
             kc = k_cache[slot, :, :start + length].unsqueeze(0)  # (1, KV, start + T, hd)
@@ -92,6 +94,31 @@ class Attention(nn.Module):
                                                 enable_gqa=True)
             out[offset:offset + length] = oc[0].transpose(0, 1)
         return self.o_proj(out.view(n, h * hd))
+
+    def _decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                          step: _Step) -> torch.Tensor:
+        """Attention of the B decode queries q (B, H, hd) over their slots; returns (B, H, hd).
+
+        One query per sequence, so each kv head's group of query heads plays the query-length dim: per
+        (row, kv head), q (group, hd) against k, v (decode_len, hd), and no copy of k/v per query head.
+        Two batched matmuls rather than scaled_dot_product_attention: faster on CPU for these shapes
+        (a few query rows against a few hundred keys), and they take the in-place views of the cache.
+        """
+        kvh, group, hd, length = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, step.decode_len
+        if step.decode_rows is None:
+            rows_q = q
+        else:
+            rows_q = q.new_zeros(step.decode_bias.shape[0] // kvh, self.n_heads, hd)
+            rows_q[step.decode_rows] = q
+        r = rows_q.shape[0]
+        # (R, KV, len, hd) -> (R * KV, len, hd): a view of the cache when decode_slots is a slice, since a
+        # slot's stride is KV times a head's
+        k = k_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
+        v = v_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
+        scores = torch.baddbmm(step.decode_bias, rows_q.view(r * kvh, group, hd), k.transpose(1, 2),
+                               alpha=hd ** -0.5)  # (R * KV, group, len)
+        o = torch.bmm(scores.softmax(dim=-1), v).view(r, self.n_heads, hd)
+        return o if step.decode_rows is None else o[step.decode_rows]
 
 
 class MLP(nn.Module):
@@ -151,8 +178,8 @@ class LlamaNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x, cache, step)
         x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
-        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, head).float()
+        logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
+        return logits.float()
 
     def forward_full(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (T, vocab) for every position of one sequence (T,), through a temporary one-slot cache."""
@@ -181,18 +208,27 @@ class LlamaNetwork(nn.Module):
 
         b = plan.num_decode
         decode_slots: torch.Tensor | slice = slots[:b]
-        decode_len, decode_mask = 0, None
+        decode_rows, decode_len, decode_bias = None, 0, None
         if b:
             pos = positions[:b]
             decode_len = int(pos.max()) + 1
+            lo, hi = int(plan.slots[:b].min()), int(plan.slots[:b].max())
+            if hi - lo + 1 <= DENSE_SLOTS_FACTOR * b:
+                # view slots lo..hi in place: gathering B slots' keys costs more than reading a few idle ones
+                decode_slots = slice(lo, hi + 1)
+                if not torch.equal(plan.slots[:b], torch.arange(lo, lo + b)):
+                    decode_rows = slots[:b] - lo
+                    row_pos = torch.zeros(hi - lo + 1, dtype=torch.long, device=dev)  # idle rows: key 0 only
+                    row_pos[decode_rows] = pos
+                    pos = row_pos
             keys = torch.arange(decode_len, device=dev)
-            allowed = keys[None, :] <= pos[:, None]  # (B, decode_len)
+            allowed = keys[None, :] <= pos[:, None]  # (R, decode_len)
             if window is not None:
                 allowed &= keys[None, :] > pos[:, None] - window
-            decode_mask = allowed[:, None, None, :]  # broadcast over kv heads and the query group
-            first = int(plan.slots[0])
-            if torch.equal(plan.slots[:b], torch.arange(first, first + b)):
-                decode_slots = slice(first, first + b)  # a view of the cache instead of a gathered copy
+            bias = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
+            # every query head of a row shares the row's mask: (R, H, len) -> (R * KV, group, len), heads kv-major
+            group = self.cfg.num_heads // self.cfg.num_kv_heads
+            decode_bias = bias[:, None, :].expand(-1, self.cfg.num_heads, -1).reshape(-1, group, decode_len)
 
         masks: list[torch.Tensor | None] = []
         for offset, slot, start, length in plan.prefills:
@@ -207,5 +243,5 @@ class LlamaNetwork(nn.Module):
             if window is not None:
                 allowed &= keys > q_pos - window
             masks.append(allowed)
-        return _Step(slots, positions, cos, sin, b, decode_slots, decode_len, decode_mask,
+        return _Step(slots, positions, cos, sin, b, decode_slots, decode_rows, decode_len, decode_bias,
                      list(plan.prefills), masks)

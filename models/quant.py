@@ -144,17 +144,15 @@ def load_quantized_network(source: str | Path, quantization: str = "none", dtype
     The mode is checked before the weights are read. For a quantized mode the float weights are loaded on
     the CPU in `dtype` and quantized layer by layer onto `device`, so the device never holds the whole float
     model; embeddings, norms and skipped layers stay in `dtype`, and `dtype` is the 4-bit compute dtype.
+    An untied LM head is quantized too when "lm_head" is left out of `skip` (a tied one is the embedding
+    matrix and stays in `dtype`).
     """
     from models.weights import load_network
 
     check_quantization(quantization, device)
     if quantization == "none":
         return load_network(source, dtype=dtype, device=device)
-    skip = frozenset(skip)
     cfg, net = load_network(source, dtype=dtype, device="cpu")
-    if net.lm_head is not None and "lm_head" not in skip:
-        # LlamaNetwork.forward multiplies by lm_head.weight itself, which a packed weight cannot stand for
-        raise QuantizationError("LlamaNetwork reads lm_head.weight as a float matrix: keep lm_head in skip")
     quantize_network(net, quantization, device=device, compute_dtype=dtype, skip=skip)
     return cfg, net
 

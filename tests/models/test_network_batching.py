@@ -64,7 +64,7 @@ def test_decoding_together_in_scattered_slots_matches_each_sequence_alone(net, p
     for i, prompt in enumerate(PROMPTS):
         expected_tokens, expected_logits = alone(net, plans, prompt, steps)
         assert generated[i] == expected_tokens
-        torch.testing.assert_close(torch.stack(together[i]), torch.stack(expected_logits[1:]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.stack(together[i]), torch.stack(expected_logits[1:]), atol=1e-4, rtol=1e-5)
 
 
 def test_a_step_mixing_decode_tokens_and_prefill_chunks_matches_each_alone(net, plans):
@@ -88,7 +88,7 @@ def test_a_step_mixing_decode_tokens_and_prefill_chunks_matches_each_alone(net, 
     assert logits.shape == (4, VOCAB)
     expected = [alone(net, plans, PROMPTS[i], 2)[1][1] for i in (0, 1)] + \
                [alone(net, plans, PROMPTS[i], 1)[1][0] for i in (3, 2)]
-    torch.testing.assert_close(logits, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, torch.stack(expected), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 8, 16])
@@ -99,14 +99,16 @@ def test_prefill_in_chunks_equals_prefill_in_one_go(net, plans, chunk):
         logits = net(plans.prefill(prompt[start:start + chunk], 2, start=start), cache)
     whole = garbage_cache(net, 1)
     expected = net(plans.prefill(prompt, 0), whole)
-    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cache.k[:, 2, :, :len(prompt)], whole.k[:, 0, :, :len(prompt)], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(cache.k[:, 2, :, :len(prompt)], whole.k[:, 0, :, :len(prompt)], atol=1e-4, rtol=1e-5)
 
 
-def test_consecutive_and_scattered_decode_slots_give_the_same_logits(net, plans):
+@pytest.mark.parametrize("slots", [[7, 2, 5, 0], [0, 9, 30, 17]], ids=["scattered_dense", "scattered_sparse"])
+def test_consecutive_and_scattered_decode_slots_give_the_same_logits(net, plans, slots):
+    # consecutive slots are attended in place, dense ones through a slice with idle rows, sparse ones gathered
     results = []
-    for slots in ([0, 1, 2, 3], [7, 2, 5, 0]):
-        cache = garbage_cache(net, 8)
+    for slots in ([0, 1, 2, 3], slots):
+        cache = garbage_cache(net, 32)
         for prompt, slot in zip(PROMPTS, slots):
             net(plans.prefill(prompt, slot), cache)
         results.append(net(plans.decode([5, 6, 7, 8], [len(p) for p in PROMPTS], slots), cache))
@@ -118,7 +120,7 @@ def test_logits_come_back_in_the_order_of_logits_rows(net, plans):
     plan = plans.prefill(PROMPTS[2], 0)
     plan.logits_rows = torch.tensor([5, 0, 16])
     logits = net(plan, cache)
-    torch.testing.assert_close(logits, net.forward_full(torch.tensor(PROMPTS[2]))[[5, 0, 16]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, net.forward_full(torch.tensor(PROMPTS[2]))[[5, 0, 16]], atol=1e-4, rtol=1e-5)
 
 
 def test_a_position_beyond_the_cache_is_refused(net, plans):

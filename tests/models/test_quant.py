@@ -220,10 +220,16 @@ def test_tiny_llama_in_bfloat16_keeps_its_dtype_outside_the_swapped_layers(mode:
     assert logits.dtype == torch.float32 and bool(torch.isfinite(logits).all())
 
 
-def test_tiny_llama_lm_head_cannot_be_quantized_in_llama_network(tiny_llama: Path) -> None:
-    runnable("nf4")
-    with pytest.raises(QuantizationError, match="keep lm_head in skip"):
-        load_quantized_network(tiny_llama, "nf4", skip={"embed_tokens"})
+@pytest.mark.parametrize("mode", QUANTIZED)
+def test_tiny_llama_untied_lm_head_is_quantized_when_not_skipped(
+        mode: str, tiny_llama: Path, float_logits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    runnable(mode)
+    ids, want = float_logits
+    _, net = load_quantized_network(tiny_llama, mode, skip={"embed_tokens"})
+    got = net.forward_full(ids)
+    assert type(net.lm_head).__module__.startswith("bitsandbytes") and type(net.embed_tokens) is nn.Embedding
+    assert bool(torch.isfinite(got).all())
+    assert float((got.argmax(-1) == want.argmax(-1)).float().mean()) >= MIN_AGREEMENT[mode]
 
 
 def test_unknown_mode_is_refused_before_the_weights_are_read(tmp_path: Path) -> None:
