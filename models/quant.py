@@ -1,60 +1,252 @@
-"""Optional weight quantization with bitsandbytes (the `quant` extra): int8, nf4 or fp4 linear layers.
+"""Weight quantization at load time through bitsandbytes: none | int8 | nf4 | fp4.
 
-`quantize(net, mode)` swaps every projection of a loaded network (q/k/v, o, gate/up, down and an untied
-LM head) for a bitsandbytes layer holding the same weights quantized; the embedding (and so a tied head)
-and the norms stay in float32. On CPU this saves memory (int8 4x, nf4/fp4 about 7x on those weights),
-not time: bitsandbytes' CPU kernels dequantize per call and are slower than float32 matmuls.
+Every eligible `nn.Linear` of an already loaded float network is swapped for its bitsandbytes layer,
+built from the float weights it replaces (biases kept in float):
+- int8: `Linear8bitLt` (LLM.int8(): int8 weights with one float scale per output row; activations are
+  cast to float16, quantized per row and multiplied in int8; with a threshold > 0, input columns holding a
+  value above it are multiplied in float16 instead: see `int8_threshold`);
+- nf4 / fp4: `Linear4bit` (two 4-bit codes per byte, one absmax per block of 64 weights).
+The embedding and the LM head stay in full precision by default (`DEFAULT_SKIP`).
+
+Refusals are `QuantizationError` (a ValueError), raised at load and never turned into a silent fallback to
+another mode: an unknown mode, a device other than cpu and cuda, a missing or too old bitsandbytes, or a
+mode the installed kernels cannot run on the device (a tiny probe layer is tried) before any weight is
+read; then any layer the kernels cannot run (each swapped layer is tried once), naming the layer.
+
+bitsandbytes is imported lazily, so `QUANT_MODES`, the checks that need no kernels and `weight_bytes`
+work without it.
 """
 from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from torch import nn
 
-MODES = ("int8", "nf4", "fp4")
+if TYPE_CHECKING:
+    from models.config import ModelConfig
+    from models.llama import LlamaNetwork
+
+QUANT_MODES = ("none", "int8", "nf4", "fp4")
+DEFAULT_SKIP = frozenset({"lm_head", "embed_tokens"})
+# 0.46.0 is the first release whose torch.library backends have CPU ops for these layers; only 0.50.2 is tested.
+MIN_BITSANDBYTES = (0, 46, 0)
+TESTED_BITSANDBYTES = "0.50.2"
+DEVICE_TYPES = ("cpu", "cuda")
+FOUR_BIT_BLOCKSIZE = 64
+# LLM.int8()'s outlier threshold by device type. 6.0 is the published setting (and transformers' default).
+# On the CPU bitsandbytes finds and multiplies the outlier columns in plain PyTorch: on the default model that
+# made a batch-64 decode step 4.6x slower, with the same next-token agreement with float32 (0.891 on
+# models.quant_bench's text), so the CPU does without.
+INT8_THRESHOLD = {"cuda": 6.0, "cpu": 0.0}
 
 
 class QuantizationError(ValueError):
-    """The requested quantization is unknown or bitsandbytes cannot provide it here."""
+    """A quantization mode that is unknown or cannot run on the chosen device with the installed bitsandbytes."""
 
 
-def quantize(net: nn.Module, mode: str) -> nn.Module:
-    """Replace the network's nn.Linear layers by bitsandbytes int8 / 4-bit ones, in place; returns `net`."""
-    if mode not in MODES:
-        raise QuantizationError(f"unknown quantization {mode!r} (supported: {', '.join(MODES)})")
-    try:
-        import bitsandbytes as bnb
-    except ImportError as exc:  # an optional dependency
-        raise QuantizationError("quantization needs bitsandbytes (pip install 'genq[quant]')") from exc
-
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, _quantized(bnb, child, mode))
-    return net
-
-
-def _quantized(bnb, linear: nn.Linear, mode: str) -> nn.Module:
-    weight = linear.weight.detach()
-    has_bias = linear.bias is not None
-    if mode == "int8":
-        # threshold 0: no outlier decomposition, every column int8 (the CPU path has no mixed fp16 part)
-        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
-                                    has_fp16_weights=False, threshold=0.0, device="meta")
-        layer.weight = bnb.nn.Int8Params(weight.clone(), requires_grad=False, has_fp16_weights=False)
-    else:
-        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias,
-                                  compute_dtype=weight.dtype, quant_type=mode, device="meta")
-        layer.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type=mode)
-    if has_bias:
-        layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-    # moving to the device quantizes the weights (bitsandbytes does it in Params.to / .cpu)
-    return layer.to(weight.device)
+def check_quantization(mode: str, device: torch.device | str = "cpu") -> None:
+    """Refuse `mode` on `device` unless the installed bitsandbytes can run it there (a tiny layer is tried)."""
+    if mode not in QUANT_MODES:
+        raise QuantizationError(f"unknown quantization {mode!r}: expected one of {', '.join(QUANT_MODES)}")
+    if mode == "none":
+        return
+    dev = torch.device(device)
+    if dev.type not in DEVICE_TYPES:
+        raise QuantizationError(f"quantization {mode!r} runs on {' or '.join(DEVICE_TYPES)}, not {dev.type}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QuantizationError(f"quantization {mode!r} on {dev} needs CUDA, which this torch "
+                                f"({torch.__version__}) cannot use")
+    bnb = _bitsandbytes(mode)
+    installed = _version_tuple(bnb.__version__)
+    if installed < MIN_BITSANDBYTES:
+        need = ".".join(map(str, MIN_BITSANDBYTES))
+        raise QuantizationError(f"{mode} on {dev.type} needs bitsandbytes >= {need} "
+                                f"(installed: {bnb.__version__}; tested: {TESTED_BITSANDBYTES})")
+    probe = nn.Linear(FOUR_BIT_BLOCKSIZE, 32, bias=True).eval()
+    layer = _swap(bnb, probe, mode, dev, torch.float32, INT8_THRESHOLD[dev.type])
+    _validated(layer, "a probe layer", mode, dev, torch.float32)
 
 
-def linear_weight_bytes(net: nn.Module) -> int:
-    """Bytes held by the weights of the network's linear layers (quantized or not), for reports."""
+def quantize_network(module: nn.Module, mode: str, device: torch.device | str = "cpu",
+                     compute_dtype: torch.dtype | None = None, skip: Iterable[str] = DEFAULT_SKIP,
+                     int8_threshold: float | None = None) -> nn.Module:
+    """Swap every eligible nn.Linear of `module` (in place) for its `mode` layer on `device`; returns `module`.
+
+    Eligible: exactly `nn.Linear` (not a subclass), and neither its full name (`layers.0.mlp.down_proj`) nor
+    its last name part (`lm_head`) is in `skip`. Everything else (embeddings, norms, skipped layers) is
+    moved to `device` unchanged. `compute_dtype` is the 4-bit layers' compute dtype (default: the dtype of
+    the weights); inputs and outputs keep their dtype. `int8_threshold` (int8 only) is LLM.int8()'s outlier
+    threshold, 0 for none; by default INT8_THRESHOLD of the device type. Every swapped layer is run once on
+    a dummy input, so a layer the kernels cannot run is refused here, naming it, and CPU weight repacking
+    happens now rather than on the first request. `mode="none"` only moves the module.
+    """
+    check_quantization(mode, device)
+    dev = torch.device(device)
+    if mode == "none":
+        return module.to(dev)
+    bnb = _bitsandbytes(mode)
+    skip = frozenset(skip)
+    threshold = INT8_THRESHOLD[dev.type] if int8_threshold is None else int8_threshold
+    targets = [(name, m) for name, m in module.named_modules()
+               if type(m) is nn.Linear and name not in skip and name.rsplit(".", 1)[-1] not in skip]
+    swapped: set[int] = set()
+    for name, linear in targets:
+        dtype = compute_dtype or linear.weight.dtype
+        layer = _validated(_swap(bnb, linear, mode, dev, dtype, threshold), name, mode, dev, dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent_name), child, layer)
+        swapped.add(id(layer))
+    _move_the_rest(module, dev, swapped)
+    return module
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes the module's weights really hold: parameters, buffers, bitsandbytes' packed storage and quant
+    state (4-bit absmax and code tables, int8 row scales), each storage counted once (tied weights too)."""
+    seen: set[tuple[str, int]] = set()
     total = 0
-    for module in net.modules():
-        if isinstance(module, nn.Linear):
-            total += module.weight.numel() * module.weight.element_size()
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if storage.nbytes() and key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+
+    for m in module.modules():
+        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
+            add(t)
+        state = getattr(getattr(m, "weight", None), "quant_state", None)  # Linear4bit
+        if state is not None:
+            for attr in ("absmax", "code", "offset"):
+                add(getattr(state, attr, None))
+            nested = getattr(state, "state2", None)  # absmax quantized again (compress_statistics)
+            if nested is not None:
+                add(nested.absmax)
+                add(nested.code)
+        for holder in (getattr(m, "weight", None), getattr(m, "state", None)):  # Linear8bitLt: CB, SCB
+            add(getattr(holder, "CB", None))
+            add(getattr(holder, "SCB", None))
     return total
+
+
+def load_quantized_network(source: str | Path, quantization: str = "none", dtype: torch.dtype = torch.float32,
+                           device: torch.device | str = "cpu",
+                           skip: Iterable[str] = DEFAULT_SKIP) -> tuple["ModelConfig", "LlamaNetwork"]:
+    """`models.weights.load_network` with the model spec's quantization applied at load.
+
+    The mode is checked before the weights are read. For a quantized mode the float weights are loaded on
+    the CPU in `dtype` and quantized layer by layer onto `device`, so the device never holds the whole float
+    model; embeddings, norms and skipped layers stay in `dtype`, and `dtype` is the 4-bit compute dtype.
+    An untied LM head is quantized too when "lm_head" is left out of `skip` (a tied one is the embedding
+    matrix and stays in `dtype`).
+    """
+    from models.weights import load_network
+
+    check_quantization(quantization, device)
+    if quantization == "none":
+        return load_network(source, dtype=dtype, device=device)
+    cfg, net = load_network(source, dtype=dtype, device="cpu")
+    quantize_network(net, quantization, device=device, compute_dtype=dtype, skip=skip)
+    return cfg, net
+
+
+def _swap(bnb: Any, linear: nn.Linear, mode: str, device: torch.device, compute_dtype: torch.dtype,
+          int8_threshold: float) -> nn.Module:
+    """The bitsandbytes layer for `linear`, its weight quantized onto `device`, in the same train/eval mode."""
+    weight = linear.weight.detach()
+    bias = linear.bias is not None
+    if mode == "int8":
+        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias, has_fp16_weights=False,
+                                    threshold=int8_threshold, device="meta")
+        # Int8Params quantizes inside .to(device), and only when its float data is on the CPU
+        layer.weight = bnb.nn.Int8Params(weight.cpu(), requires_grad=False, has_fp16_weights=False).to(device)
+    else:
+        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=bias, compute_dtype=compute_dtype,
+                                  compress_statistics=False, quant_type=mode, device="meta")
+        # Params4bit quantizes inside .to(device), from wherever the float data is
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, blocksize=FOUR_BIT_BLOCKSIZE,
+                                         compress_statistics=False, quant_type=mode, module=layer).to(device)
+    if bias:
+        layer.bias = nn.Parameter(linear.bias.detach().to(device), requires_grad=False)
+    return layer.train(linear.training)
+
+
+def _validated(layer: nn.Module, name: str, mode: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Run `layer` on one row and on three rows (single-token and batched kernels differ) or refuse it."""
+    hint = ""
+    if device.type == "cpu" and mode in ("nf4", "fp4"):
+        hint = (f"; bitsandbytes' AVX512-BF16 CPU 4-bit kernel needs in_features divisible by {FOUR_BIT_BLOCKSIZE} "
+                "and out_features by 32")
+    shape = f"(in {layer.in_features}, out {layer.out_features})"
+    try:
+        with torch.no_grad():
+            for rows in (1, 3):
+                out = layer(torch.ones(rows, layer.in_features, dtype=dtype, device=device))
+                if out.shape != (rows, layer.out_features) or not bool(torch.isfinite(out).all()):
+                    raise RuntimeError(f"for ones of shape ({rows}, {layer.in_features}) it gave "
+                                       f"{tuple(out.shape)}, or values that are not finite")
+    except Exception as e:
+        import bitsandbytes
+
+        raise QuantizationError(f"bitsandbytes {bitsandbytes.__version__} cannot run {mode} on {device} for "
+                                f"{name} {shape}: {type(e).__name__}: {e}{hint}") from e
+    return layer
+
+
+def _move_the_rest(module: nn.Module, device: torch.device, swapped: set[int]) -> None:
+    """Move every parameter and buffer outside the swapped layers to `device`, keeping tied ones tied."""
+    moved: dict[int, nn.Parameter] = {}
+    for m in module.modules():
+        if id(m) in swapped:
+            continue
+        for name, p in list(m.named_parameters(recurse=False)):
+            if id(p) not in moved:
+                moved[id(p)] = nn.Parameter(p.detach().to(device), requires_grad=p.requires_grad)
+            setattr(m, name, moved[id(p)])
+        for name, b in list(m.named_buffers(recurse=False)):
+            setattr(m, name, b.to(device))
+
+
+def _bitsandbytes(mode: str) -> Any:
+    """bitsandbytes, imported once, with two log lines it prints on our path silenced (see below)."""
+    # On AVX512-BF16 CPUs it logs at import that an optional kernel from the `kernels` hub package could not be
+    # fetched (its built-in CPU kernel is used instead), and int8 logs on every forward that float32 inputs are
+    # cast to float16, which is how LLM.int8() works. Neither says anything actionable for us.
+    for logger_name, prefix in (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+                                ("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")):
+        logger = logging.getLogger(logger_name)
+        if not any(isinstance(f, _DropPrefix) for f in logger.filters):
+            logger.addFilter(_DropPrefix(prefix))
+    try:
+        import bitsandbytes
+    except ImportError as e:
+        need = ".".join(map(str, MIN_BITSANDBYTES))
+        raise QuantizationError(f"quantization {mode!r} needs bitsandbytes >= {need}: "
+                                f"pip install 'bitsandbytes>={need}' ({e})") from e
+    return bitsandbytes
+
+
+class _DropPrefix(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """'0.50.2' -> (0, 50, 2); suffixes such as '.dev0' or '+cu121' end the comparison."""
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
