@@ -111,7 +111,8 @@ class Tokenizer:
         self._add_bos = bool(add_bos) and self._bos_id is not None
         self._chat_template = chat_template
         ends = {self._eos_id} | set(extra_eos_ids)
-        ends |= {i for i, t in backend.get_added_tokens_decoder().items() if t.special and t.content in _END_OF_GENERATION_TEXTS}
+        ends |= {i for i, t in backend.get_added_tokens_decoder().items()
+                 if t.special and t.content in _END_OF_GENERATION_TEXTS}
         self._eos_ids = frozenset(i for i in ends if i is not None)
 
     def _lookup(self, token: str | None) -> int | None:
@@ -167,7 +168,16 @@ class Tokenizer:
             raise ValueError(f"{path} has no tokenizer.json")
         backend = HFTokenizer.from_file(str(tj))
         config = _read_json(path / "tokenizer_config.json")
-        specials = {name: _token_content(config.get(name)) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        # older folders keep the special tokens in special_tokens_map.json only
+        special_map = _read_json(path / "special_tokens_map.json")
+        specials = {name: _token_content(config.get(name, special_map.get(name)))
+                    for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        model_ids = _model_token_ids(path)
+        for name in ("bos_token", "eos_token", "pad_token"):
+            # a token the tokenizer config does not name, taken from the model's config by id
+            i = model_ids[name]
+            if specials[name] is None and i is not None:
+                specials[name] = backend.id_to_token(i)
         _add_missing_specials(backend, specials.values())
         # encode() adds BOS itself. Whether the model wants one: tokenizer.json's post-processor says, as
         # in transformers 5, which ignores the config's add_bos_token when there is a tokenizer.json; the
@@ -177,20 +187,11 @@ class Tokenizer:
             add_bos = bos_id is not None and backend.encode("", add_special_tokens=True).ids[:1] == [bos_id]
         else:
             add_bos = bool(config.get("add_bos_token", False))
-        extra_eos: list[int] = []
-        pad_id: Any = None
-        for name in ("generation_config.json", "config.json"):
-            cfg = _read_json(path / name)
-            eos = cfg.get("eos_token_id")
-            extra_eos += [eos] if isinstance(eos, int) else [i for i in eos or () if isinstance(i, int)]
-            pad_id = pad_id if pad_id is not None else cfg.get("pad_token_id")
-        if specials["pad_token"] is None and isinstance(pad_id, int):
-            specials["pad_token"] = backend.id_to_token(pad_id)
         return cls(
             backend,
             **specials,
             add_bos=add_bos,
-            extra_eos_ids=extra_eos,
+            extra_eos_ids=model_ids["eos_token_ids"],
             chat_template=_read_chat_template(path, config),
         )
 
@@ -339,6 +340,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path.name} does not hold a JSON object")
     return data
+
+
+def _model_token_ids(path: Path) -> dict[str, Any]:
+    """bos/eos/pad ids from generation_config.json over config.json; every eos id of both (a list there
+    names several end-of-generation tokens)."""
+    found: dict[str, Any] = {"bos_token": None, "eos_token": None, "pad_token": None, "eos_token_ids": []}
+    for name in ("generation_config.json", "config.json"):
+        cfg = _read_json(path / name)
+        eos = cfg.get("eos_token_id")
+        eos_ids = [eos] if isinstance(eos, int) else [i for i in eos or () if isinstance(i, int)]
+        found["eos_token_ids"] += eos_ids
+        for key, value in (("bos_token", cfg.get("bos_token_id")), ("pad_token", cfg.get("pad_token_id")),
+                           ("eos_token", eos_ids[0] if eos_ids else None)):
+            if found[key] is None and isinstance(value, int):
+                found[key] = value
+    return found
 
 
 def _token_content(value: Any) -> str | None:

@@ -107,9 +107,11 @@ VARIANT_TEXTS = [SAMPLES[n] for n in ("english", "whitespace", "digits", "code",
 
 
 def test_gguf_variant_settings_equal_transformers(variant_dir):
-    from transformers import AutoTokenizer
+    # the class AutoTokenizer resolves to for this file; AutoTokenizer would first parse a model config
+    # from the whole file with the gguf package, which takes seconds and changes nothing here
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-    ref = AutoTokenizer.from_pretrained(str(variant_dir), gguf_file="variant.gguf")
+    ref = TokenizersBackend.from_pretrained(str(variant_dir), gguf_file="variant.gguf")
     ours = Tokenizer.from_gguf(GGUFFile(variant_dir / "variant.gguf"))
     assert ours.add_bos is True
     for text in VARIANT_TEXTS:
@@ -233,6 +235,16 @@ def test_hf_dir_eos_ids_from_generation_config_list(saved_dir, tmp_path):
     assert ours.eos_token_id == 2
     assert {2, 5, 7} <= ours.eos_token_ids
     assert ours.pad_token_id == 0
+
+
+def test_hf_dir_special_tokens_from_special_tokens_map_and_model_config(saved_dir, tmp_path):
+    d = _copy_tokenizer(saved_dir, tmp_path / "t", {})
+    (d / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<|im_start|>"}), encoding="utf-8")
+    (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0], "pad_token_id": 0}),
+                                              encoding="utf-8")
+    ours = Tokenizer.from_hf_dir(d)
+    assert (ours.bos_token, ours.eos_token, ours.pad_token) == ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    assert (ours.bos_token_id, ours.eos_token_id, ours.pad_token_id) == (1, 2, 0)
 
 
 def test_hf_dir_without_tokenizer_json_is_refused(tmp_path):
