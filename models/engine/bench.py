@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kv-budget-mb", type=int, default=2048)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
     a = ap.parse_args(argv)
 
     from models.engine import EngineConfig, load_engine
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     engine.start()
     try:
         result = run_workload(engine, read_workload(a.workload))
+        if a.stats:
+            print(json.dumps(engine.stats()), file=sys.stderr)
     finally:
         engine.stop()
     print(json.dumps(result))
