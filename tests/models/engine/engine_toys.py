@@ -84,4 +84,5 @@ class ToyDetokenizer:
 
 class ToyTemplate:
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return "".join(f"{m['role']}. {m['content']}!" for m in messages) + ("assistant." if add_generation_prompt else "")
+        turns = "".join(f"{m['role']}. {m['content']}!" for m in messages)
+        return turns + ("assistant." if add_generation_prompt else "")
