@@ -3,7 +3,7 @@
 Workload lines (see the shared bench kit's workload.py):
   {"id": "r0", "messages": [...], "max_new_tokens": 57, "ignore_eos": true, "params": {"do_sample": false}}
 The result has the keys the peers' runner prints (system, requests, useful_new_tokens, seconds,
-useful_tok_per_s) plus peak_rss_mb. Only generation is timed (tokenizing and submitting included), not
+useful_tok_per_s) plus peak_rss_mb and cpu_seconds. Only generation is timed (tokenizing and submitting included), not
 loading the model; one tiny request runs first, untimed, so one-time start-up costs are not counted.
 
   python -m models.engine.bench --workload FILE [--model PATH] [--max-batch 64] [--max-len 512] ...
@@ -47,12 +47,16 @@ def run_workload(engine: Any, requests: Iterable[dict[str, Any]], system: str = 
     """Submit every request at once to a started engine, wait for all; the figures as one dict."""
     reqs = [to_request(line) for line in requests]
     engine.submit(GenerationRequest("warmup", GenerationParams(max_new_tokens=2), prompt="Hello")).wait()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     handles = [engine.submit(r) for r in reqs]
     useful = sum(h.wait().completion_tokens for h in handles)
     seconds = time.perf_counter() - start
+    # CPU seconds of this process over the same span: on a machine shared with other work, wall time
+    # stretches while CPU time does not, so this tells a slow machine from a slow engine
+    cpu = time.process_time() - cpu_start
     return {"system": system, "requests": len(reqs), "useful_new_tokens": useful, "seconds": round(seconds, 2),
-            "useful_tok_per_s": round(useful / seconds, 1), "peak_rss_mb": peak_rss_mb()}
+            "useful_tok_per_s": round(useful / seconds, 1), "peak_rss_mb": peak_rss_mb(),
+            "cpu_seconds": round(cpu, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kv-budget-mb", type=int, default=2048)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
     a = ap.parse_args(argv)
 
     from models.engine import EngineConfig, load_engine
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     engine.start()
     try:
         result = run_workload(engine, read_workload(a.workload))
+        if a.stats:
+            print(json.dumps(engine.stats()), file=sys.stderr)
     finally:
         engine.stop()
     print(json.dumps(result))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -148,6 +149,9 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.steps = 0
+        self.step_tokens = 0
+        # seconds spent in each phase of the step loop, for profiling reports
+        self.timings = {"schedule": 0.0, "forward": 0.0, "sample": 0.0, "collect": 0.0}
 
     def _new_scheduler(self) -> Scheduler:
         ec = self.engine_config
@@ -222,7 +226,8 @@ class Engine:
             self._fail_everything(EngineStopped("the engine was stopped"))
 
     def stats(self) -> dict[str, Any]:
-        return {"n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps,
+        return {"n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
+                "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
                 "prefix_reused_tokens": self.scheduler.slots.reused_tokens}
 
@@ -251,18 +256,27 @@ class Engine:
 
     def step(self) -> None:
         """One iteration: schedule, run, sample, collect. Runs on the engine thread."""
+        t0 = time.perf_counter()
         step = self.scheduler.schedule()
         if not step:
             return
         for seq in step.admitted:
             self._emit(seq, EngineEvent("started", seq.request_id))
+        t1 = time.perf_counter()
         logits = self.runner.run(step)
         self.scheduler.advance(step)
         self.steps += 1
+        self.step_tokens += step.num_tokens
+        t2 = time.perf_counter()
         rows = step.sampled
+        if rows:
+            out = self.sampler.sample(logits, rows)
+        t3 = time.perf_counter()
+        self.timings["schedule"] += t1 - t0
+        self.timings["forward"] += t2 - t1
+        self.timings["sample"] += t3 - t2
         if not rows:  # only unfinished prompt chunks this step
             return
-        out = self.sampler.sample(logits, rows)
         for seq, token_id, lp in zip(rows, out.token_ids, out.logprobs):
             if seq.status is SeqStatus.FINISHED:
                 continue
@@ -271,6 +285,7 @@ class Engine:
             except Exception as e:  # this request's own post-processing failed: fail it alone
                 log.exception("request %s failed", seq.request_id)
                 self._fail(seq, EngineError(f"request failed: {type(e).__name__}: {e}"))
+        self.timings["collect"] += time.perf_counter() - t3
 
     def _collect(self, seq: Sequence, token_id: int, lp: TokenLogprob | None) -> None:
         seq.output_ids.append(token_id)

@@ -87,10 +87,20 @@ class SlotManager:
             raise ValueError(f"slot {slot} is not in use")
         self._free[slot] = list(cached_tokens) if self.min_prefix > 0 else []
 
+    def take(self, slot: int) -> None:
+        """Take a particular free slot (its cached tokens are forgotten)."""
+        del self._free[slot]
+
+    def free_slots(self) -> list[int]:
+        return sorted(self._free)
+
     def _take_least_valuable(self) -> int:
-        for slot, tokens in self._free.items():
-            if not tokens:
-                del self._free[slot]
-                return slot
+        # a never-used slot, the highest first: new sequences start at the top, out of the low range
+        # the scheduler keeps for decoding sequences (see Scheduler._compact)
+        fresh = [slot for slot, tokens in self._free.items() if not tokens]
+        if fresh:
+            slot = max(fresh)
+            del self._free[slot]
+            return slot
         slot, _ = self._free.popitem(last=False)  # the least recently released
         return slot

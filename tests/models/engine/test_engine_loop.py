@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import ALPHABET, ToyNetwork, ToyConfig
+from engine_toys import ALPHABET, ToyNetwork, ToyConfig
 
 from models.engine import EngineConfig
 from models.engine.engine import EngineConfigError

@@ -42,7 +42,7 @@ def test_short_prompts_are_admitted_and_prefilled_in_one_step():
     step = sched.schedule()
     assert [(c.seq, c.start, c.length) for c in step.prefills] == [(a, 0, 10), (b, 0, 20)]
     assert step.admitted == [a, b] and step.sampled == [a, b]
-    assert a.status is SeqStatus.RUNNING and {a.slot, b.slot} == {0, 1}
+    assert a.status is SeqStatus.RUNNING and a.slot != b.slot
 
 
 def test_decoding_sequences_get_one_token_each_step():
@@ -128,8 +128,9 @@ def test_prompt_sharing_a_prefix_with_a_running_sequence_copies_it():
     _run_step(sched)
     b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), list(range(1000, 1030)) + [1, 2, 3])
     sched.add(b)
+    lender_slot = a.slot
     step = sched.schedule()
-    assert step.copies == [(a.slot, b.slot, 30)]
+    assert step.copies[0] == (lender_slot, b.slot, 30)
     assert [(c.seq, c.start, c.length) for c in step.prefills] == [(b, 30, 3)]
 
 
@@ -154,7 +155,7 @@ def test_prefix_shorter_than_min_prefix_is_not_reused():
     b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), list(range(1000, 1010)) + [1] * 20)
     sched.add(b)
     step = sched.schedule()
-    assert step.copies == [] and b.num_computed == 0
+    assert all(dst != b.slot for _, dst, _ in step.copies) and b.num_computed == 0
 
 
 def test_fresh_slots_are_preferred_over_cached_ones():
@@ -177,3 +178,52 @@ def test_release_of_a_free_slot_is_refused():
 ])
 def test_common_prefix_len(a, b, limit, want):
     assert common_prefix_len(a, b, limit) == want
+
+
+def _decoding(sched: Scheduler, n: int, prompt_len: int = 5) -> list[Sequence]:
+    seqs = [_seq(f"s{i}", prompt_len, first=1000 * (i + 1)) for i in range(n)]
+    for s in seqs:
+        sched.add(s)
+    _run_step(sched)
+    return seqs
+
+
+def test_decoding_sequences_are_compacted_into_the_lowest_slots_in_order():
+    sched = Scheduler(SlotManager(6, min_prefix=0), max_batch=6, prefill_chunk=64)
+    _decoding(sched, 4)
+    step = sched.schedule()
+    assert [s.slot for s in step.decodes] == [0, 1, 2, 3]
+    sched.advance(step)
+    for s in step.sampled:
+        s.output_ids.append(7)
+    sched.finish(step.decodes[1])  # a hole at slot 1
+    moved = step.decodes[3]
+    computed = moved.num_computed
+    step = sched.schedule()
+    assert [s.slot for s in step.decodes] == [0, 1, 2]
+    assert (3, 1, computed) in step.copies and moved.slot == 1
+
+
+def test_a_prompt_being_prefilled_is_moved_out_of_the_decode_range():
+    sched = Scheduler(SlotManager(3, min_prefix=4), max_batch=3, prefill_chunk=64)
+    a, b = _decoding(sched, 2, prompt_len=20)
+    _run_step(sched)  # compacted: a, b in slots 0, 1
+    assert (a.slot, b.slot) == (0, 1)
+    sched.finish(a)
+    # c continues a's conversation, so it claims a's slot 0 in place: a prompt being prefilled in the decode range
+    c = Sequence(GenerationRequest("c", GenerationParams(), prompt="x"), a.token_ids(a.num_computed) + [5] * 30)
+    sched.add(c)
+    step = sched.schedule()
+    assert step.copies == [(0, 2, 21), (1, 0, b.num_computed)]
+    assert (b.slot, c.slot) == (0, 2) and c.num_computed == 21
+
+
+def test_a_slot_vacated_by_a_move_lends_its_prefix():
+    slots = SlotManager(4, min_prefix=4)
+    sched = Scheduler(slots, max_batch=4, prefill_chunk=64)
+    a, b = _decoding(sched, 2, prompt_len=20)
+    sched.finish(a)
+    step = sched.schedule()
+    src = next(src for src, dst, _ in step.copies if dst == b.slot)
+    grant = slots.acquire(b.token_ids(b.num_computed) + [1, 2])
+    assert grant.slot == src and grant.reused == b.num_computed and grant.copy is None

@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from conftest import ALPHABET, TOY_VOCAB, ToyDetokenizer, ToyTemplate, ToyTokenizer
+from engine_toys import ALPHABET, TOY_VOCAB, ToyDetokenizer, ToyTemplate, ToyTokenizer
 
 from models.config import ModelConfig
 from models.engine import Engine, EngineConfig
