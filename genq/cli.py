@@ -64,13 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="exit 0 if the database and the broker answer (container healthcheck)")
     check.set_defaults(func=_check)
 
-    bench = sub.add_parser("bench", help="measure the engine, or the whole service with --through-service")
-    bench.add_argument("--through-service", action="store_true", help="send the workload through the REST API")
-    bench.add_argument("--url", default=None, help="API base URL (default http://GENQ_HOST:GENQ_PORT)")
-    bench.add_argument("--jobs", type=int, default=16, help="jobs to submit (--through-service)")
-    bench.add_argument("--max-new-tokens", type=int, default=64)
-    bench.add_argument("--model", default=None)
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed on to models.engine.bench")
+    bench = sub.add_parser("bench", help="measure the engine alone, or the whole service with --through-service")
+    bench.add_argument("--workload", required=True, help="JSONL workload (the shared bench kit's workload.py)")
+    bench.add_argument("--through-service", action="store_true",
+                       help="send the workload through the API, database, broker and a worker")
+    bench.add_argument("--url", default=None, help="with --through-service: a running service (default: start one)")
+    bench.add_argument("--model", default=None, help="served model name (service) or .gguf/HF dir (engine)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="engine options passed on to models.engine.bench")
     bench.set_defaults(func=_bench)
     return parser
 
@@ -171,16 +171,11 @@ def _up(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.through_service:
-        from genq.bench_service import run_service_bench
+        from genq.bench_service import main as service_bench
 
-        settings = Settings.from_env()
-        url = args.url or f"http://{settings.host}:{settings.port}"
-        return run_service_bench(url, jobs=args.jobs, max_new_tokens=args.max_new_tokens, model=args.model)
-    try:
-        from models.engine import bench  # type: ignore[attr-defined]
-    except ImportError:
-        print("genq bench: the engine benchmark (models.engine.bench) is not available in this build",
-              file=sys.stderr)
-        return 1
+        return service_bench(args.workload, url=args.url, model=args.model)
+    from models.engine import bench
+
     rest = [a for a in args.rest if a != "--"]
+    rest += ["--workload", args.workload] + (["--model", args.model] if args.model else [])
     return int(bench.main(rest) or 0)

@@ -83,7 +83,9 @@ class Settings:
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
     default_model: str = DEFAULT_MODEL_NAME
     generation_defaults: Mapping[str, Any] = field(default_factory=dict)  # the service's defaults
-    batch_size: int = 8  # engine batch = worker thread-pool width
+    batch_size: int = 64  # engine batch = worker thread-pool width
+    max_len: int = 1024  # tokens of KV cache per running job (prompt + output), one slot each
+    kv_budget_mb: int = 4096  # memory for the KV cache of each model; slots = min(batch, budget / slot)
     device: str | None = None  # engine device ("cpu", "cuda"); None lets the engine choose
     job_timeout: int = 1800  # seconds a task waits for the engine before failing the job
     host: str = "127.0.0.1"
@@ -129,7 +131,9 @@ class Settings:
             models=models,
             default_model=env.get("GENQ_DEFAULT_MODEL") or DEFAULT_MODEL_NAME,
             generation_defaults=parse_generation_defaults(env.get("GENQ_GENERATION_DEFAULTS", "")),
-            batch_size=_int(env, "GENQ_BATCH_SIZE", 8, lo=1, hi=1024),
+            batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
+            max_len=_int(env, "GENQ_MAX_LEN", 1024, lo=16, hi=1 << 20),
+            kv_budget_mb=_int(env, "GENQ_KV_BUDGET_MB", 4096, lo=1),
             device=env.get("GENQ_DEVICE") or None,
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),
             host=env.get("GENQ_HOST") or "127.0.0.1",

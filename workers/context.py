@@ -45,7 +45,8 @@ def worker_context(settings: Settings) -> WorkerContext:
                 ctx = WorkerContext(
                     settings=settings,
                     store=JobStore(sessions, on_deliveries=publisher.publish_many),
-                    host=EngineHost(settings.models, engine_factory(settings.batch_size, settings.device)),
+                    host=EngineHost(settings.models, engine_factory(
+                        settings.batch_size, settings.device, settings.max_len, settings.kv_budget_mb)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                     events=DeltaSink(sessions),
                     webhooks=DeliveryContext(

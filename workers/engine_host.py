@@ -75,19 +75,15 @@ class EngineHost:
         return engine
 
 
-def engine_factory(batch_size: int, device: str | None) -> EngineFactory:
+def engine_factory(batch_size: int, device: str | None, max_len: int = 1024,
+                   kv_budget_mb: int = 4096) -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
     def build(spec: ModelSpec) -> Any:
-        import inspect
-
         from models.engine import EngineConfig, load_engine
 
-        config = EngineConfig(max_batch=batch_size, **({"device": device} if device else {}))
-        if spec.quantization is None:
-            return load_engine(str(spec.source), config)
-        if "quantization" not in inspect.signature(load_engine).parameters:
-            raise ValueError(f"quantization {spec.quantization!r} was asked for, but this engine cannot quantize")
-        return load_engine(str(spec.source), config, quantization=spec.quantization)
+        config = EngineConfig(max_batch=batch_size, max_len=max_len, kv_budget_bytes=kv_budget_mb << 20,
+                              **({"device": device} if device else {}))
+        return load_engine(str(spec.source), config, quantization=spec.quantization or "none")
 
     return build

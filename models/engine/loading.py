@@ -24,11 +24,16 @@ def load_tokenizer(source: str | Path):
     return tokenizer, template
 
 
-def load_engine(source: str | Path, engine_config: EngineConfig | None = None) -> Engine:
-    """An engine (not started) over the model at `source`: network, tokenizer and chat template."""
-    from models.weights import load_network
+def load_engine(source: str | Path, engine_config: EngineConfig | None = None,
+                quantization: str = "none") -> Engine:
+    """An engine (not started) over the model at `source`: network, tokenizer and chat template.
+
+    `quantization` ("none" | "int8" | "nf4" | "fp4") swaps the projections for bitsandbytes layers at load;
+    a mode the installed bitsandbytes cannot run on the device is refused here, never silently dropped.
+    """
+    from models.quant import load_quantized_network
 
     ec = engine_config or EngineConfig()
-    config, network = load_network(source, dtype=ec.torch_dtype, device=ec.device)
+    config, network = load_quantized_network(source, quantization, dtype=ec.torch_dtype, device=ec.device)
     tokenizer, template = load_tokenizer(source)
     return Engine(network, config, tokenizer, template, ec)
