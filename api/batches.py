@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_parsing import parse_batch
 from api.errors import ApiError, error_response
-from api.parsing import parse_metadata
+from api.parsing import loads, parse_metadata
 from api.services import services
 from genq.batches import BatchStore, BatchView, new_batch_id
 from genq.jobs import JobStore
@@ -85,7 +85,7 @@ def batch_to_dict(view: BatchView) -> dict[str, Any]:
 
 
 def _view(batch_id: str) -> BatchView:
-    view = BatchStore(services().sessions).view(batch_id) if len(batch_id) <= 36 else None
+    view = BatchStore(services().sessions).view(batch_id)
     if view is None:
         raise ApiError(404, "batch_not_found", f"no batch {batch_id!r}")
     return view
@@ -120,7 +120,7 @@ def _upload() -> tuple[bytes, dict[str, Any] | None]:
     if metadata is None:
         return raw, None
     try:
-        value = json.loads(metadata)
+        value = loads(metadata)
     except ValueError as e:
         raise ApiError(422, "invalid_value", f"must be a JSON object: {e}", "metadata") from None
     return raw, parse_metadata(value, svc.settings.max_metadata_bytes)
