@@ -101,8 +101,11 @@ def _params_properties(request: bool) -> dict[str, Schema]:
     return out
 
 
+def _message() -> Schema:
+    return strict({"role": {"type": "string", "enum": list(MESSAGE_ROLES)}, "content": {"type": "string"}})
+
+
 def _job_request(served: Sequence[str], max_metadata_bytes: int) -> Schema:
-    message = strict({"role": {"type": "string", "enum": list(MESSAGE_ROLES)}, "content": {"type": "string"}})
     properties: dict[str, Schema] = {
         "model": {"type": ["string", "null"], "enum": [*served, None],
                   "description": "a served model's name (GET /v1/models); null or absent: the default model"},
@@ -118,20 +121,18 @@ def _job_request(served: Sequence[str], max_metadata_bytes: int) -> Schema:
         FILTER_FIELD: {"type": ["array", "null"], "items": {"type": "string", "enum": sorted(EVENTS)},
                        "minItems": 1, "description": "only with `webhook`; default [\"completed\"]"},
     }
-    if set(properties) != set(JOB_FIELDS):
+    if set(properties) != set(JOB_FIELDS):  # a field added to the parser must be described here
         raise TypeError(f"the job request schema must describe exactly {JOB_FIELDS}")
     return {
-        "components": {"Message": message},
-        "schema": {
-            "type": "object",
-            "description": "Exactly one of `prompt` and `messages` is given (not null).",
-            "properties": properties,
-            "additionalProperties": False,
-            "oneOf": [
-                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
-                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
-            ],
-        },
+        "type": "object",
+        "description": "Exactly one of `prompt` and `messages` is given (not null). No string anywhere may hold "
+                       "U+0000 (the database cannot store it).",
+        "properties": properties,
+        "additionalProperties": False,
+        "oneOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+        ],
     }
 
 
@@ -229,7 +230,7 @@ def _model() -> Schema:
         "name": {"type": "string"},
         "object": {"const": "model"},
         "default": {"type": "boolean"},
-        "source": {"type": "string", "enum": ["gguf", "hf"]},
+        "source": {"type": "string", "enum": ["gguf", "hf"]},  # genq.config.ModelSpec.kind
         "quantization": {"type": ["string", "null"]},
         "context_length": {"type": ["integer", "null"]},
         "generation_defaults": ref("GenerationParams"),
@@ -271,8 +272,8 @@ def component_schemas(served_models: Sequence[str], max_metadata_bytes: int) -> 
                        "`params.top_p`, `messages[0].role`, `line[3].prompt`, a header name"}},
             required=["code", "message"],
         )}),
-        "JobRequest": job_request["schema"],
-        **job_request["components"],
+        "JobRequest": job_request,
+        "Message": _message(),
         "GenerationParamsRequest": {
             **strict(_params_properties(request=True), required=[]),
             "description": "Any subset; each absent one comes from the model's generation config, else the "
@@ -283,7 +284,7 @@ def component_schemas(served_models: Sequence[str], max_metadata_bytes: int) -> 
                              "description": "The resolved parameters a job runs with."},
         "Job": _job(),
         "Batch": _batch(),
-        "BatchLine": _batch_line(job_request["schema"]),
+        "BatchLine": _batch_line(job_request),
         "BatchResultLine": strict({"custom_id": {"type": "string"}, "job": ref("Job")}),
         "WebhookDelivery": _delivery(),
         "WebhookDeliveryList": _list_of("WebhookDelivery"),
