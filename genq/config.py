@@ -37,6 +37,9 @@ ENV_VARS = (
     "GENQ_PORT",
     "GENQ_MAX_BODY_BYTES",
     "GENQ_MAX_METADATA_BYTES",
+    "GENQ_LEASE_SECONDS",
+    "GENQ_SWEEP_INTERVAL",
+    "GENQ_REPUBLISH_AFTER",
 )
 
 
@@ -79,6 +82,11 @@ class Settings:
     port: int = 8000
     max_body_bytes: int = 1 << 20
     max_metadata_bytes: int = 16 << 10
+    # lifecycle (genq/lifecycle.py): a running job's lease, renewed by its worker every lease/3 seconds;
+    # how often each worker sweeps; how long a queued job waits before its message is presumed lost
+    lease_seconds: int = 30
+    sweep_interval: int = 15
+    republish_after: int = 60
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -115,6 +123,9 @@ class Settings:
             port=_int(env, "GENQ_PORT", 8000, lo=0, hi=65535),
             max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
             max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
+            lease_seconds=_int(env, "GENQ_LEASE_SECONDS", 30, lo=2, hi=3600),
+            sweep_interval=_int(env, "GENQ_SWEEP_INTERVAL", 15, lo=1, hi=3600),
+            republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
         )
 
 
