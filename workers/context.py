@@ -1,4 +1,5 @@
-"""What a worker process holds: its settings, the job store and the engine host, made once per process."""
+"""What a worker process holds: its settings, the job store, the engine host, the lease keeper and the
+sweeper, made once per process."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,10 @@ from dataclasses import dataclass
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
 from genq.jobs import JobStore
+from genq.queue import Publisher, make_celery
+from genq.sweeper import Sweeper
 from workers.engine_host import EngineHost, engine_factory
+from workers.lease import LeaseKeeper
 
 
 @dataclass
@@ -18,6 +22,8 @@ class WorkerContext:
     store: JobStore
     host: EngineHost
     worker_id: str
+    keeper: LeaseKeeper  # renews the leases of the jobs this process runs; stops them on cancel requests
+    sweeper: Sweeper  # started by the worker_ready signal (workers/celery_app.py)
 
 
 _lock = threading.Lock()
@@ -32,19 +38,25 @@ def worker_context(settings: Settings) -> WorkerContext:
         with _lock:
             ctx = _contexts.get(key)
             if ctx is None:
+                store = JobStore(make_session_factory(make_engine(settings.database_url)))
+                publisher = Publisher(make_celery(settings, main="genq-sweeper"))
                 ctx = WorkerContext(
                     settings=settings,
-                    store=JobStore(make_session_factory(make_engine(settings.database_url))),
+                    store=store,
                     host=EngineHost(settings.models, engine_factory(settings.batch_size, settings.device)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
+                    keeper=LeaseKeeper(store, settings.lease_seconds),
+                    sweeper=Sweeper(store, publisher, settings.sweep_interval, settings.republish_after),
                 )
                 _contexts[key] = ctx
     return ctx
 
 
 def shutdown_contexts() -> None:
-    """Stop every engine this process started (worker shutdown)."""
+    """Stop the sweeper, the lease keeper and every engine this process started (worker shutdown)."""
     with _lock:
         for ctx in _contexts.values():
+            ctx.sweeper.stop()
+            ctx.keeper.stop()
             ctx.host.stop_all()
         _contexts.clear()

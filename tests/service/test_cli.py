@@ -30,7 +30,7 @@ def test_db_upgrade_migrates_the_database_url_given(postgres_database, tmp_path:
     url = postgres_database()
     result = _genq("db", "upgrade", cwd=tmp_path, env={"DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
-    assert migrate.current_revision(url) == "0001_jobs"
+    assert migrate.current_revision(url) == migrate.head_revision(url) is not None
 
 
 def test_a_configuration_error_exits_2_naming_the_variable(tmp_path: Path) -> None:
