@@ -14,7 +14,7 @@ from genq.queue import Publisher, make_celery
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
-    from api import catalog, health, jobs  # blueprints import api.services, which must exist first
+    from api import catalog, health, job_lifecycle, jobs  # blueprints import api.services, which must exist first
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         catalog=Catalog(settings),
         publisher=Publisher(make_celery(settings, main="genq-api")),
     )
-    for module in (jobs, catalog, health):
+    for module in (jobs, job_lifecycle, catalog, health):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

@@ -9,9 +9,10 @@ from flask import Request
 
 from api.errors import ApiError
 from genq.catalog import Catalog
+from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
 from models.params import ParamError
 
-JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata")
+JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata", *SCHEDULE_FIELDS)
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
 
@@ -22,6 +23,7 @@ class NewJob:
     input: dict[str, Any]  # {"prompt": str} or {"messages": [{"role", "content"}, ...]}
     params: dict[str, Any]  # resolved GenerationParams.to_dict()
     metadata: dict[str, Any] | None
+    schedule: Schedule = Schedule()  # priority, ttl_seconds, deadline_seconds, max_attempts
 
 
 def json_body(request: Request) -> Any:
@@ -66,7 +68,14 @@ def parse_new_job(body: Any, catalog: Catalog, max_metadata_bytes: int) -> NewJo
     except ParamError as e:
         raise ApiError(422, "invalid_param", e.message, e.field) from None
 
-    return NewJob(model.name, job_input, params.to_dict(), _metadata(body.get("metadata"), max_metadata_bytes))
+    try:
+        schedule = Schedule.from_body(body)
+    except ScheduleError as e:
+        raise ApiError(422, "invalid_value", e.message, e.field) from None
+
+    return NewJob(
+        model.name, job_input, params.to_dict(), _metadata(body.get("metadata"), max_metadata_bytes), schedule
+    )
 
 
 def _prompt(value: Any) -> str:

@@ -4,13 +4,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from genq.listing import QueueInfo
 from genq.schema import Job, JobStatus
 
+_PARTIAL_OUTPUT = (JobStatus.CANCELED.value, JobStatus.FAILED.value)  # canceled, or stopped at its deadline
 
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """`output` is set once the job succeeded (or was canceled with partial output); `error` once it failed."""
+
+def job_to_dict(job: Job, queue: QueueInfo | None = None) -> dict[str, Any]:
+    """`output` is set once the job succeeded (or was canceled or failed with partial output); `error` once it
+    failed. `queue`: the queued job's position and estimated wait (genq.listing.queue_info)."""
     output = None
-    if job.status == JobStatus.SUCCEEDED.value or (job.status == JobStatus.CANCELED.value and job.output_text):
+    if job.status == JobStatus.SUCCEEDED.value or (job.status in _PARTIAL_OUTPUT and job.output_text):
         output = {
             "text": job.output_text,
             "finish_reason": job.finish_reason,
@@ -35,6 +39,23 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "output": output,
         "error": error,
         "metadata": job.client_metadata,
+        **_lifecycle_fields(job, queue),
+    }
+
+
+def _lifecycle_fields(job: Job, queue: QueueInfo | None) -> dict[str, Any]:
+    ttl = None
+    if job.expires_at is not None:
+        ttl = round((job.expires_at - job.created_at).total_seconds())
+    return {
+        "priority": job.priority,
+        "ttl_seconds": ttl,
+        "expires_at": _iso(job.expires_at),
+        "deadline_seconds": job.deadline_seconds,
+        "max_attempts": job.max_attempts,
+        "cancel_requested_at": _iso(job.cancel_requested_at),
+        "queue_position": queue.position if queue is not None else None,
+        "estimated_wait_seconds": queue.estimated_wait_seconds if queue is not None else None,
     }
 
 
