@@ -107,7 +107,10 @@ class JobStore:
         )
         with self._sessions.begin() as session:
             session.add(job)
-            session.add_all(list(also))
+            extra = list(also)
+            if extra:
+                session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
+                session.add_all(extra)
         return job
 
     def get(self, job_id: str) -> Job | None:
