@@ -47,3 +47,25 @@ def test_check_fails_when_the_broker_is_unreachable(tmp_path: Path) -> None:
 def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
     result = _genq("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_sweep_expires_jobs_past_their_ttl_and_reports_what_it_did(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from genq.db import make_engine, make_session_factory
+    from genq.jobs import JobStore
+    from genq.lifecycle import Schedule
+    from genq.schema import Job, utcnow
+
+    url = f"sqlite:///{tmp_path / 'genq.db'}"
+    migrate.upgrade(url)
+    store = JobStore(make_session_factory(make_engine(url)))
+    job = store.create(model="m", input={"prompt": "hi"}, params={}, schedule=Schedule(ttl_seconds=1))
+    with store.sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(expires_at=utcnow() - timedelta(seconds=1)))
+    result = _genq("sweep", cwd=tmp_path, env={"DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert '"expired": 1' in result.stdout
+    assert store.get(job.id).status == "expired"
