@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
 from genq.jobs import JobStore
-from genq.queue import Publisher, make_celery
+from celery import Celery
+
+from genq.queue import Publisher, celery_config
 from genq.sweeper import Sweeper
 from workers.engine_host import EngineHost, engine_factory
 from workers.lease import LeaseKeeper
@@ -39,7 +41,10 @@ def worker_context(settings: Settings) -> WorkerContext:
             ctx = _contexts.get(key)
             if ctx is None:
                 store = JobStore(make_session_factory(make_engine(settings.database_url)))
-                publisher = Publisher(make_celery(settings, main="genq-sweeper"))
+                # the sweeper's own app, kept from becoming the process's current app (the worker's is)
+                sweeper_app = Celery("genq-sweeper", set_as_current=False)
+                sweeper_app.conf.update(celery_config(settings))
+                publisher = Publisher(sweeper_app)
                 ctx = WorkerContext(
                     settings=settings,
                     store=store,

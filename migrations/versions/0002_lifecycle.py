@@ -7,6 +7,7 @@ Create Date: 2025-01-02
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import sqlalchemy as sa
@@ -21,6 +22,9 @@ depends_on: str | Sequence[str] | None = None
 _TS = sa.DateTime(timezone=True)
 _OLD_STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')"
 _NEW_STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'expired')"
+# Jobs running when this migration runs were claimed by workers that renew no lease: give them one long enough
+# for such a worker to finish (GENQ_JOB_TIMEOUT defaults to 30 min); after it, a lost one is recovered.
+_UPGRADE_LEASE = timedelta(hours=1)
 
 
 def upgrade() -> None:
@@ -35,6 +39,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("published_at", _TS))
         batch.drop_constraint("ck_jobs_status", type_="check")
         batch.create_check_constraint("ck_jobs_status", _NEW_STATUSES)
+    jobs = sa.table("jobs", sa.column("status", sa.String()), sa.column("lease_expires_at", _TS))
+    op.execute(jobs.update().where(jobs.c.status == "running")
+               .values(lease_expires_at=datetime.now(timezone.utc) + _UPGRADE_LEASE))
     op.create_index("ix_jobs_model_status_priority", "jobs", ["model", "status", "priority", "created_at"])
     op.create_index("ix_jobs_status_lease", "jobs", ["status", "lease_expires_at"])
     op.create_table(
