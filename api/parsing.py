@@ -11,10 +11,13 @@ from flask import Request
 from api.errors import ApiError
 from api.webhook_fields import parse_webhook
 from genq.catalog import Catalog
+from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
 from genq.webhooks import AllowList
 from models.params import ParamError
 
-JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter")
+JOB_FIELDS = (
+    "model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter", *SCHEDULE_FIELDS
+)
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
 
@@ -27,6 +30,7 @@ class NewJob:
     metadata: dict[str, Any] | None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    schedule: Schedule = Schedule()  # priority, ttl_seconds, deadline_seconds, max_attempts
 
 
 def json_body(request: Request) -> Any:
@@ -102,7 +106,11 @@ def parse_new_job(
 
     metadata = _metadata(body.get("metadata"), max_metadata_bytes)
     webhook, events_filter = parse_webhook(body, webhook_allow)
-    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter)
+    try:
+        schedule = Schedule.from_body(body)
+    except ScheduleError as e:
+        raise ApiError(422, "invalid_value", e.message, e.field) from None
+    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter, schedule)
 
 
 def _prompt(value: Any) -> str:
