@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
+from api.parsing import check_storable_text
 from genq.listing import JobFilter
 from genq.schema import JobStatus
 
@@ -21,7 +22,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 MAX_METADATA_FILTERS = 8
 _PARAMS = ("status", "model", "created_after", "created_before", "limit", "cursor")
 _METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+METADATA_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"  # the keys `metadata[<key>]` may filter by
+_METADATA_KEY = re.compile(METADATA_KEY_PATTERN)
 _STATUSES = tuple(s.value for s in JobStatus)
 
 
@@ -35,7 +37,9 @@ def parse_list_query(args: MultiDict[str, str]) -> tuple[JobFilter, int, str | N
             if not _METADATA_KEY.match(key):
                 raise ApiError(422, "invalid_value", "metadata keys to filter by are 1-64 letters, digits, or . _ : -",
                                name)
-            metadata.append((key, _single(args, name)))
+            value = _single(args, name)
+            check_storable_text(value, name)  # compared with stored JSON: PostgreSQL refuses NUL in it
+            metadata.append((key, value))
         elif name not in _PARAMS:
             raise ApiError(422, "unknown_field", f"unknown query parameter {name!r}; known: "
                            f"{', '.join(_PARAMS)}, metadata[<key>]", name)
@@ -50,7 +54,7 @@ def parse_list_query(args: MultiDict[str, str]) -> tuple[JobFilter, int, str | N
         raise ApiError(422, "invalid_value", "give at least one status", "status")
 
     model = _single(args, "model") if "model" in args else None
-    if model is not None and not 0 < len(model) <= 64:
+    if model is not None and (not 0 < len(model) <= 64 or "\x00" in model):
         raise ApiError(422, "invalid_value", "must be a model name", "model")
 
     where = JobFilter(
@@ -63,7 +67,8 @@ def parse_list_query(args: MultiDict[str, str]) -> tuple[JobFilter, int, str | N
     limit = DEFAULT_LIMIT
     if "limit" in args:
         raw = _single(args, "limit")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        # ASCII digits only, and few of them (int() of thousands of digits raises)
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(422, "invalid_value", f"must be an integer from 1 to {MAX_LIMIT}", "limit")
         limit = int(raw)
     cursor = _single(args, "cursor") if "cursor" in args else None
@@ -85,6 +90,6 @@ def _time(args: MultiDict[str, str], name: str) -> datetime | None:
     raw = _single(args, name)
     try:
         value = datetime.fromisoformat(raw.strip())
-    except ValueError:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: in UTC it falls outside years 1..9999
         raise ApiError(422, "invalid_value", "must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00Z", name) from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -166,6 +166,8 @@ class JobStore:
         self, job_id: str, to: JobStatus, where: list[ColumnElement[bool]], values: dict[str, Any]
     ) -> int | None:
         """The one compare-and-set UPDATE; returns the row's `attempts` after it, or None if nothing changed."""
+        if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+            return None
         allowed = [s.value for s in ALLOWED_FROM[to]]
         now = utcnow()
         values = {"status": to.value, "updated_at": now, "event_seq": Job.event_seq + 1, **values}

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 
-from genq.jobs import JobStore
+from genq.jobs import JobStore, is_job_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
 from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
@@ -40,6 +40,8 @@ class HeldState:
 def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | None]:
     """Cancel a job: a queued one at once; a running one by recording the request for its worker to act on
     (or at once, if its worker is lost). Idempotent. Returns the outcome and the job as it is now."""
+    if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+        return CancelOutcome.NOT_FOUND, None
     now = utcnow()
     if store.cancel(job_id, where=[Job.status == JobStatus.QUEUED.value]):
         return CancelOutcome.CANCELED, store.get(job_id)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
-from genq.jobs import JobStore
+from genq.jobs import JobStore, is_job_id
 from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
@@ -60,11 +60,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        if not is_job_id(job_id) or when.tzinfo is None:
+            raise ValueError("not a job id and a zoned time")
+        return when.astimezone(timezone.utc), job_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise CursorError("not a cursor from this API (use next_cursor as given)") from None
-    if not isinstance(job_id, str) or when.tzinfo is None:
-        raise CursorError("not a cursor from this API (use next_cursor as given)")
-    return when.astimezone(timezone.utc), job_id
 
 
 def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:

@@ -1,8 +1,11 @@
 """Input the database cannot store, and ids that cannot exist, are client errors (4xx naming the field), never
-a 500. Found by the schemathesis run (tests/service/test_openapi_schemathesis.py); each runs on PostgreSQL,
+a 500. Found by the schemathesis run (tests/service/test_openapi_schemathesis.py) and by probing the same kinds
+of input by hand where random generation rarely reaches (query strings, cursors); each runs on PostgreSQL,
 which refuses NUL in text and JSONB, and on SQLite."""
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -79,3 +82,32 @@ def test_redelivering_a_delivery_id_that_cannot_exist_is_a_404(client: FlaskClie
     job_id = client.post("/v1/jobs", json={"prompt": "x"}).get_json()["id"]
     error = _error(client.post(f"/v1/jobs/{job_id}/deliveries/%00/redeliver"), 404)
     assert error["code"] == "delivery_not_found"
+
+
+def _cursor(created_at: str, job_id: str) -> str:
+    raw = json.dumps([created_at, job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("model=%00", "model"),
+        ("metadata[k]=%00", "metadata[k]"),
+        ("created_after=0001-01-01T00:00:00%2B01:00", "created_after"),  # before year 1 in UTC
+        ("created_before=9999-12-31T23:59:59-01:00", "created_before"),  # after year 9999 in UTC
+        ("limit=" + "1" * 5000, "limit"),  # more digits than int() converts
+        ("cursor=" + _cursor("2020-01-01T00:00:00+00:00", "\x00"), "cursor"),
+        ("cursor=" + _cursor("2020-01-01T00:00:00+00:00", "\ud800"), "cursor"),
+        ("cursor=" + _cursor("0001-01-01T00:00:00+05:00", "00000000-0000-4000-8000-000000000000"), "cursor"),
+    ],
+)
+def test_a_listing_query_the_database_cannot_take_is_a_422_naming_the_parameter(
+    client: FlaskClient, query: str, field: str
+) -> None:
+    error = _error(client.get(f"/v1/jobs?{query}"), 422)
+    assert error["code"] == "invalid_value" and error["field"] == field
+
+
+def test_canceling_a_job_id_that_cannot_exist_is_a_404(client: FlaskClient) -> None:
+    assert _error(client.post("/v1/jobs/%00/cancel"), 404)["code"] == "job_not_found"
