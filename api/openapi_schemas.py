@@ -14,6 +14,14 @@ from typing import Any, Sequence, get_args
 from api.batch_parsing import CUSTOM_ID_MAX
 from api.parsing import JOB_FIELDS, MAX_MESSAGES, MESSAGE_ROLES
 from genq.batches import COUNTED_STATUSES
+from genq.lifecycle import (
+    DEADLINE_MAX_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_ATTEMPTS_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TTL_MAX_SECONDS,
+)
 from genq.schema import JobStatus
 from genq.schema_events import DELIVERY_STATUSES
 from genq.webhooks.deliver import Outcome
@@ -120,6 +128,15 @@ def _job_request(served: Sequence[str], max_metadata_bytes: int) -> Schema:
                     f"`{FILTER_FIELD}`"},
         FILTER_FIELD: {"type": ["array", "null"], "items": {"type": "string", "enum": sorted(EVENTS)},
                        "minItems": 1, "description": "only with `webhook`; default [\"completed\"]"},
+        "priority": {"type": ["integer", "null"], "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX, "default": 0,
+                     "description": "higher is delivered to workers first, and is ahead in `queue_position`"},
+        "ttl_seconds": {"type": ["integer", "null"], "minimum": 1, "maximum": TTL_MAX_SECONDS,
+                        "description": "not started by then: the job ends `expired`"},
+        "deadline_seconds": {"type": ["integer", "null"], "minimum": 1, "maximum": DEADLINE_MAX_SECONDS,
+                             "description": "run time allowed per attempt; past it the job fails "
+                                            "`deadline_exceeded`, keeping its text so far"},
+        "max_attempts": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ATTEMPTS_MAX,
+                         "default": DEFAULT_MAX_ATTEMPTS, "description": "how many times the job may be started"},
     }
     if set(properties) != set(JOB_FIELDS):  # a field added to the parser must be described here
         raise TypeError(f"the job request schema must describe exactly {JOB_FIELDS}")
@@ -163,13 +180,26 @@ def _job() -> Schema:
         "attempts": {"type": "integer", "minimum": 0},
         "input": job_input,
         "params": ref("GenerationParams"),
-        "output": {**nullable(output), "description": "once succeeded, or canceled with partial output"},
+        "output": {**nullable(output), "description": "once succeeded, or canceled or failed (a deadline) with "
+                                                       "partial output"},
         "error": nullable(strict({"code": {"type": "string"}, "message": {"type": ["string", "null"]}})),
         "metadata": nullable(METADATA),
         "webhook": {"type": ["string", "null"]},
         FILTER_FIELD: {"type": ["array", "null"], "items": {"type": "string", "enum": sorted(EVENTS)}},
         "batch_id": nullable(ID),
         "custom_id": {"type": ["string", "null"]},
+        "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX},
+        "ttl_seconds": {"type": ["integer", "null"]},
+        "expires_at": {**nullable(TIMESTAMP), "description": "created_at + ttl_seconds"},
+        "deadline_seconds": {"type": ["integer", "null"]},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "cancel_requested_at": {**nullable(TIMESTAMP), "description": "a cancel was asked while it ran"},
+        "queue_position": {"type": ["integer", "null"], "minimum": 0,
+                           "description": "queued jobs of its model ahead of it (GET /v1/jobs, GET /v1/jobs/{id} "
+                                          "and POST answers); null once started and elsewhere"},
+        "estimated_wait_seconds": {"type": ["number", "null"], "minimum": 0,
+                                   "description": "(position + 1) / the model's recent throughput; null when "
+                                                  "unknown"},
     })
 
 
@@ -253,6 +283,15 @@ def _list_of(item: str) -> Schema:
     return strict({"object": {"const": "list"}, "data": {"type": "array", "items": ref(item)}})
 
 
+def _job_page() -> Schema:
+    return strict({
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": ref("Job"), "description": "newest first"},
+        "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page"},
+        "has_more": {"type": "boolean"},
+    })
+
+
 def _sse_event_data() -> dict[str, Schema]:
     at = {"at": TIMESTAMP}
     return {
@@ -283,6 +322,7 @@ def component_schemas(served_models: Sequence[str], max_metadata_bytes: int) -> 
         "GenerationParams": {**strict(_params_properties(request=False)),
                              "description": "The resolved parameters a job runs with."},
         "Job": _job(),
+        "JobList": _job_page(),
         "Batch": _batch(),
         "BatchLine": _batch_line(job_request),
         "BatchResultLine": strict({"custom_id": {"type": "string"}, "job": ref("Job")}),

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 RETENTION = timedelta(hours=24)
 HEADER = "Idempotency-Key"
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces: safe in logs and headers
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII, no spaces: safe in logs and headers
+_KEY_RE = re.compile(KEY_PATTERN)
 _INSERT_TRIES = 3
 
 

@@ -112,6 +112,7 @@ BODIES: list[dict[str, Any]] = [
     {"prompt": "Hi", "messages": None, "model": None, "params": None, "metadata": None},
     {"prompt": "Hi", "params": {"seed": None, "logprobs": 3, "stop": ["a", "b"], "stop_token_ids": [2]}},
     {"prompt": "Hi", "metadata": {"k": [1, 2]}},
+    {"prompt": "Hi", "priority": 9, "ttl_seconds": 60, "deadline_seconds": None, "max_attempts": 1},
     # refused
     {},
     {"prompt": "Hi", "messages": [{"role": "user", "content": "Hi"}]},
@@ -128,6 +129,9 @@ BODIES: list[dict[str, Any]] = [
     {"prompt": "Hi", "model": "no-such-model"},
     {"prompt": "Hi", "metadata": [1]},
     {"prompt": "Hi", "webhook_events_filter": ["finished"]},
+    {"prompt": "Hi", "priority": 10},
+    {"prompt": "Hi", "max_attempts": 0},
+    {"prompt": "Hi", "ttl_seconds": 1.5},
 ]
 
 

@@ -60,10 +60,14 @@ def _settings(database_url: str) -> Settings:
 # schemathesis makes one test per operation.
 _DOCUMENT_SETTINGS = _settings("sqlite://")
 DOCUMENT = build_document(_DOCUMENT_SETTINGS, [m.name for m in Catalog(_DOCUMENT_SETTINGS).all()])
+# `Prefer: wait=N` holds a request N seconds when no worker finishes the job: the fuzzer picks from these
+PREFER_VALUES = ["wait=0", "wait=0, respond-async", "wait=x", "wait=-1", "wait=9999999", "respond-async", ""]
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.from_dict({
     "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
     "phases": {"stateful": {"enabled": False}},
-    "request-timeout": 3,
+    "request-timeout": 10,  # a loaded CI machine; no fuzzed request may wait on a worker
+    "dictionaries": {"prefer": {"values": PREFER_VALUES}},
+    "parameters": {"header.Prefer": {"dictionary": "prefer", "probability": 1.0}},
 }))
 
 
@@ -117,5 +121,27 @@ def test_reads_of_existing_objects_conform_to_the_document(live: tuple[str, Serv
     redeliver = _call(url, "/v1/jobs/{job_id}/deliveries/{delivery_id}/redeliver", "POST",
                       path_parameters={"job_id": job["id"], "delivery_id": deliveries["data"][0]["id"]})
     assert redeliver.status_code == 409  # still pending: no worker delivers it
+    _call(url, "/v1/webhooks/secret")
     _call(url, "/v1/webhooks/secret/rotate", "POST")
     assert _call(url, "/v1/webhooks/secret").json()["previous"]  # the one before still signs
+
+
+def test_the_lifecycle_answers_conform_to_the_document(live: tuple[str, Services]) -> None:
+    url, _ = live
+    key = {"Idempotency-Key": f"openapi-{secrets.token_hex(4)}", "Prefer": "wait=0"}
+    body = {"prompt": "Hi", "priority": 9, "ttl_seconds": 600, "metadata": {"suite": "openapi"}}
+    first = _call(url, "/v1/jobs", "POST", body=body, media_type="application/json", headers=key)
+    again = _call(url, "/v1/jobs", "POST", body=body, media_type="application/json", headers=key)
+    # (schemathesis' responses list each header's values under its lower-case name)
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == ["true"]
+    assert first.headers["preference-applied"] == ["wait=0"] and first.json()["queue_position"] == 0
+
+    page = _call(url, "/v1/jobs", query={"status": ["queued"], "metadata[suite]": "openapi", "limit": 1}).json()
+    assert [j["id"] for j in page["data"]] == [first.json()["id"]] and page["has_more"] is False
+    _call(url, "/v1/jobs", "POST", body={"prompt": "another"}, media_type="application/json")
+    cursor = _call(url, "/v1/jobs", query={"limit": 1}).json()["next_cursor"]
+    assert _call(url, "/v1/jobs", query={"limit": 1, "cursor": cursor}).json()["data"]
+
+    job_id = {"job_id": first.json()["id"]}
+    assert _call(url, "/v1/jobs/{job_id}/cancel", "POST", path_parameters=job_id).json()["status"] == "canceled"
+    assert _call(url, "/v1/jobs/{job_id}/cancel", "POST", path_parameters=job_id).status_code == 200
