@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 import schemathesis
-from e2e_helpers import ApiThread
+from e2e_helpers import REDIS_URL, ApiThread  # not from conftest: conftest names clash across folders
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -29,7 +29,6 @@ from api import create_app
 from api.batches import JSONL_TYPES
 from api.openapi import build_document
 from api.services import Services
-from conftest import REDIS_URL
 from genq import migrate
 from genq.catalog import Catalog
 from genq.config import Settings
