@@ -35,7 +35,7 @@ def create_batch() -> Response:
     jobs = [
         JobStore.build(
             model=b.job.model, input=b.job.input, params=b.job.params, metadata=b.job.metadata,
-            webhook=b.job.webhook, webhook_events_filter=b.job.webhook_events_filter,
+            webhook=b.job.webhook, webhook_events_filter=b.job.webhook_events_filter, schedule=b.job.schedule,
             batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line,
         )
         for b in lines
@@ -45,7 +45,7 @@ def create_batch() -> Response:
     # Committed first, published second, as for one job: a worker never gets an id it cannot read.
     for i, job in enumerate(jobs):
         try:
-            svc.publisher.publish(job.id, job.model)
+            svc.publisher.publish(job.id, job.model, job.priority)
         except PublishError as e:
             for unsent in jobs[i:]:
                 svc.store.fail(unsent.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
