@@ -1,7 +1,8 @@
 """GET /v1/openapi.json: the OpenAPI 3.1 document of this API, built from the code's own limits.
 
-`build_document(settings, served_models)` makes it; the schemas are in api/openapi_schemas.py. The document
-is built for the running service (its models, its size limits), so it states what this instance accepts.
+`build_document(settings, served_models)` makes it; the schemas are in api/openapi_schemas.py and the jobs
+and batches paths in api/openapi_paths.py. The document is built for the running service (its models, its
+size limits), so it states what this instance accepts.
 Every Flask route is described and every described path is a route (tests/service/test_openapi.py), and
 schemathesis checks the live app against it (tests/service/test_openapi_schemathesis.py).
 """
@@ -21,22 +22,24 @@ bp = Blueprint("openapi", __name__, url_prefix="/v1")
 OPENAPI_VERSION = "3.1.0"
 
 
+def _operation(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
+    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **INTERNAL}}
+
+
 def _service() -> dict[str, Schema]:
     secret = json_response(ref("WebhookSecret"), "The current signing secret and the older ones still signing.")
     return {
-        "/v1/webhooks/secret": {"get": {"operationId": "getWebhookSecret", "summary": "The webhook signing secret",
-                                        "responses": {"200": secret, **INTERNAL}}},
-        "/v1/webhooks/secret/rotate": {"post": {
-            "operationId": "rotateWebhookSecret",
-            "summary": "Make a new current secret; the previous one keeps signing for the grace period",
-            "responses": {"200": secret, **INTERNAL}}},
-        "/v1/models": {"get": {"operationId": "listModels", "summary": "The served models",
-                               "responses": {"200": json_response(ref("ModelList"), "Sorted by name."), **INTERNAL}}},
-        "/healthz": {"get": {"operationId": "health", "summary": "The API answers and its database is reachable",
-                             "responses": {"200": json_response(ref("Health"), "Healthy."),
-                                           "503": error("`database_unavailable`."), **INTERNAL}}},
-        "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
-                                     "responses": {"200": json_response({"type": "object"}, "OpenAPI 3.1."), **INTERNAL}}},
+        "/v1/webhooks/secret": {"get": _operation("getWebhookSecret", "The webhook signing secret", {"200": secret})},
+        "/v1/webhooks/secret/rotate": {"post": _operation(
+            "rotateWebhookSecret", "Make a new current secret; the previous one keeps signing for the grace period",
+            {"200": secret})},
+        "/v1/models": {"get": _operation(
+            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")})},
+        "/healthz": {"get": _operation(
+            "health", "The API answers and its database is reachable",
+            {"200": json_response(ref("Health"), "Healthy."), "503": error("`database_unavailable`.")})},
+        "/v1/openapi.json": {"get": _operation(
+            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")})},
     }
 
 

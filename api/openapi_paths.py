@@ -15,14 +15,17 @@ SSE = "text/event-stream"
 
 
 def json_response(schema: Schema, description: str, **extra: Any) -> Schema:
+    """A response with a JSON body of `schema` (`extra`: e.g. its headers)."""
     return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
 
 
 def error(description: str) -> Schema:
+    """An error response: the one error shape; `description` names its codes."""
     return json_response(ref("Error"), description)
 
 
 def header(description: str, required: bool = True) -> Schema:
+    """A string response header."""
     return {"description": description, "required": required, "schema": {"type": "string"}}
 
 
@@ -230,12 +233,12 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "requestBody": {"required": True, "content": body},
         "responses": {
             "202": json_response(ref("Batch"), "The batch, its jobs queued.",
-                         headers={"Location": header("the batch's URL (GET /v1/batches/{batch_id})")}),
+                                 headers={"Location": header("the batch's URL (GET /v1/batches/{batch_id})")}),
             "400": error("`bad_request`: a malformed multipart body."),
             "413": error(f"`payload_too_large` (over {settings.batch_max_bytes} bytes) or `too_many_lines`."),
             "415": error("`unsupported_media_type`: neither JSONL nor multipart/form-data."),
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
-                          "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`."),
+                         "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`."),
             "503": error("`queue_unavailable`: some jobs could not be queued; they were marked failed."),
             **INTERNAL,
         },
@@ -245,7 +248,8 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "operationId": "getBatch",
         "summary": "A batch's status and counts of its jobs by status",
         "parameters": [batch_id],
-        "responses": {"200": json_response(ref("Batch"), "The batch."), "404": error("`batch_not_found`."), **INTERNAL},
+        "responses": {"200": json_response(ref("Batch"), "The batch."), "404": error("`batch_not_found`."),
+                      **INTERNAL},
     }
     results = {
         "operationId": "getBatchResults",
