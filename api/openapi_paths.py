@@ -234,9 +234,9 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "responses": {
             "202": json_response(ref("Batch"), "The batch, its jobs queued.",
                                  headers={"Location": header("the batch's URL (GET /v1/batches/{batch_id})")}),
-            "400": error("`bad_request`: a malformed multipart body."),
             "413": error(f"`payload_too_large` (over {settings.batch_max_bytes} bytes) or `too_many_lines`."),
-            "415": error("`unsupported_media_type`: neither JSONL nor multipart/form-data."),
+            "415": error("`unsupported_media_type`: neither JSONL nor multipart/form-data. (A malformed multipart "
+                         "body reads as one without a `file` part: 422 `missing_file`.)"),
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
                          "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`."),
             "503": error("`queue_unavailable`: some jobs could not be queued; they were marked failed."),
