@@ -89,7 +89,6 @@ def param_schema(bound: Bound) -> Schema:
 
 def _params_properties(request: bool) -> dict[str, Schema]:
     """Every generation parameter, in GenerationParams' order; `request`: as a client may send it."""
-    defaults = GenerationParams()
     out: dict[str, Schema] = {}
     for f in fields(GenerationParams):
         if f.name in BOUNDS:
@@ -102,9 +101,7 @@ def _params_properties(request: bool) -> dict[str, Schema]:
             schema = {"type": "array", "items": {"type": "integer", "minimum": 0}}
         else:  # a parameter added to GenerationParams without a bound or a case here: fail loudly
             raise TypeError(f"no schema for generation parameter {f.name!r}")
-        if request:
-            default = getattr(defaults, f.name)
-            schema = {**schema, "default": list(default) if isinstance(default, tuple) else default}
+        # no `default`: it depends on the model (GET /v1/models shows each model's generation_defaults)
         out[f.name] = schema
     return out
 
@@ -316,8 +313,9 @@ def component_schemas(served_models: Sequence[str], max_metadata_bytes: int) -> 
         "GenerationParamsRequest": {
             **strict(_params_properties(request=True), required=[]),
             "description": "Any subset; each absent one comes from the model's generation config, else the "
-                           "service's defaults. `min_new_tokens` must not exceed `max_new_tokens`; a sampled job "
-                           "(`do_sample`) without a `seed` gets one drawn.",
+                           "service's defaults (GET /v1/models shows the result per model). `min_new_tokens` must "
+                           "not exceed `max_new_tokens`; a sampled job (`do_sample`) without a `seed` gets one "
+                           "drawn.",
         },
         "GenerationParams": {**strict(_params_properties(request=False)),
                              "description": "The resolved parameters a job runs with."},
