@@ -17,10 +17,11 @@ from genq.webhook_secrets import SecretStore
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
-    from api import batches, catalog, deliveries, events, health, jobs, webhooks  # they import api.services
+    # blueprints import api.services, which must exist first
+    from api import batches, catalog, deliveries, events, health, job_lifecycle, jobs, openapi, webhooks
 
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = make_engine(settings.database_url)
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         deliveries=DeliveryStore(sessions),
         webhook_publisher=webhook_publisher,
     )
-    for module in (jobs, events, deliveries, batches, webhooks, catalog, health):
+    for module in (jobs, job_lifecycle, events, deliveries, batches, webhooks, catalog, health, openapi):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

@@ -5,12 +5,11 @@ Every line is checked before anything is created. An error names its line: the m
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from api.errors import ApiError
-from api.parsing import NewJob, parse_new_job
+from api.parsing import NewJob, check_storable_text, loads, parse_new_job
 from genq.catalog import Catalog
 from genq.webhooks import AllowList
 
@@ -41,6 +40,10 @@ def parse_batch(
         if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= CUSTOM_ID_MAX:
             raise _at(n, ApiError(422, "invalid_value", f"must be a string of 1..{CUSTOM_ID_MAX} characters",
                                   "custom_id"))
+        try:
+            check_storable_text(custom_id, "custom_id")
+        except ApiError as e:
+            raise _at(n, e) from None
         if custom_id in seen:
             raise _at(n, ApiError(422, "duplicate_custom_id",
                                   f"custom_id {custom_id!r} is already used on line {seen[custom_id]}", "custom_id"))
@@ -55,7 +58,7 @@ def parse_batch(
 
 def _json_line(n: int, line: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+        body = loads(line.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise _at(n, ApiError(422, "invalid_json", f"not valid JSON: {e}")) from None
     if not isinstance(body, dict):
@@ -66,7 +69,3 @@ def _json_line(n: int, line: bytes) -> dict[str, Any]:
 def _at(n: int, e: ApiError) -> ApiError:
     field = f"line[{n}]" + (f".{e.field}" if e.field else "")
     return ApiError(e.status, e.code, f"line {n}: {e.message}", field)
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")

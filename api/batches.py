@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_parsing import parse_batch
 from api.errors import ApiError, error_response
-from api.parsing import parse_metadata
+from api.parsing import loads, parse_metadata
 from api.services import services
 from genq.batches import BatchStore, BatchView, new_batch_id
 from genq.jobs import JobStore
@@ -35,7 +35,7 @@ def create_batch() -> Response:
     jobs = [
         JobStore.build(
             model=b.job.model, input=b.job.input, params=b.job.params, metadata=b.job.metadata,
-            webhook=b.job.webhook, webhook_events_filter=b.job.webhook_events_filter,
+            webhook=b.job.webhook, webhook_events_filter=b.job.webhook_events_filter, schedule=b.job.schedule,
             batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line,
         )
         for b in lines
@@ -45,7 +45,7 @@ def create_batch() -> Response:
     # Committed first, published second, as for one job: a worker never gets an id it cannot read.
     for i, job in enumerate(jobs):
         try:
-            svc.publisher.publish(job.id, job.model)
+            svc.publisher.publish(job.id, job.model, job.priority)
         except PublishError as e:
             for unsent in jobs[i:]:
                 svc.store.fail(unsent.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
@@ -85,7 +85,7 @@ def batch_to_dict(view: BatchView) -> dict[str, Any]:
 
 
 def _view(batch_id: str) -> BatchView:
-    view = BatchStore(services().sessions).view(batch_id) if len(batch_id) <= 36 else None
+    view = BatchStore(services().sessions).view(batch_id)
     if view is None:
         raise ApiError(404, "batch_not_found", f"no batch {batch_id!r}")
     return view
@@ -120,7 +120,7 @@ def _upload() -> tuple[bytes, dict[str, Any] | None]:
     if metadata is None:
         return raw, None
     try:
-        value = json.loads(metadata)
+        value = loads(metadata)
     except ValueError as e:
         raise ApiError(422, "invalid_value", f"must be a JSON object: {e}", "metadata") from None
     return raw, parse_metadata(value, svc.settings.max_metadata_bytes)

@@ -1,12 +1,21 @@
-"""/v1/jobs: submit a job, read a job."""
+"""/v1/jobs: submit a job, read a job. (Listing and cancel: api/job_lifecycle.py.)"""
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from api.errors import ApiError, error_response
 from api.parsing import json_body, parse_new_job
-from api.serialize import job_to_dict
+from api.prefer import is_finished, wait_preference, wait_until_finished
+from api.presenting import job_json
 from api.services import services
+from genq.idempotency import (
+    HEADER as IDEMPOTENCY_HEADER,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    request_hash,
+    submit_once,
+    validate_key,
+)
 from genq.submit import QueueUnavailable, submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -15,23 +24,51 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 @bp.post("")
 def create_job() -> Response:
     svc = services()
-    new = parse_new_job(json_body(request), svc.catalog, svc.settings.max_metadata_bytes, svc.settings.webhook_allow)
-    try:
-        job = submit_job(
+    body = json_body(request)
+    new = parse_new_job(body, svc.catalog, svc.settings.max_metadata_bytes, svc.settings.webhook_allow)
+    wait_s = wait_preference(request.headers.get("Prefer"))
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+
+    def submit(job_id: str | None = None, also: list | None = None):  # type: ignore[no-untyped-def]
+        return submit_job(
             svc.store, svc.publisher, model=new.model, input=new.input, params=new.params, metadata=new.metadata,
             webhook=new.webhook, webhook_events_filter=new.webhook_events_filter,
+            schedule=new.schedule, job_id=job_id, also=also or (),
         )
+
+    replayed = False
+    try:
+        if key is None:
+            job = submit()
+        else:
+            try:
+                key = validate_key(key)
+            except IdempotencyKeyInvalid as e:
+                raise ApiError(422, "invalid_value", str(e), IDEMPOTENCY_HEADER) from None
+            job, created = submit_once(svc.store, key, request_hash(body), submit)
+            replayed = not created
     except QueueUnavailable as e:
         return error_response(503, "queue_unavailable", str(e))
-    response = jsonify(job_to_dict(job))
-    response.status_code = 202
+    except IdempotencyKeyReused as e:
+        raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
+
+    if wait_s is not None:
+        job = wait_until_finished(svc.store, job, wait_s)
+    response = jsonify(job_json(svc.store, job))
+    # 200: the job is finished (Prefer: wait, or a replay of a finished one); 202: it is queued or running
+    response.status_code = 200 if is_finished(job) else 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
+    if wait_s is not None:
+        response.headers["Preference-Applied"] = f"wait={wait_s}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
-    job = services().store.get(job_id)
+    store = services().store
+    job = store.get(job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
-    return jsonify(job_to_dict(job))
+    return jsonify(job_json(store, job))

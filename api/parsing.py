@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +11,13 @@ from flask import Request
 from api.errors import ApiError
 from api.webhook_fields import parse_webhook
 from genq.catalog import Catalog
+from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
 from genq.webhooks import AllowList
 from models.params import ParamError
 
-JOB_FIELDS = ("model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter")
+JOB_FIELDS = (
+    "model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter", *SCHEDULE_FIELDS
+)
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
 
@@ -26,6 +30,7 @@ class NewJob:
     metadata: dict[str, Any] | None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    schedule: Schedule = Schedule()  # priority, ttl_seconds, deadline_seconds, max_attempts
 
 
 def json_body(request: Request) -> Any:
@@ -34,9 +39,35 @@ def json_body(request: Request) -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)")
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        return loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON as the API does: NaN, Infinity and numbers too large for a double (1e400) are refused
+    (ValueError), since the database's JSON types and JSON itself have no such values."""
+    return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def check_storable_text(value: Any, field: str | None = None) -> None:
+    """Refuse (ApiError 422 naming the field) a string anywhere in `value`, key or value, that the database
+    cannot store: one holding U+0000 (PostgreSQL text and JSONB refuse it) or a lone surrogate (not UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ApiError(422, "invalid_value", "must not contain the NUL character (U+0000)", field)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(422, "invalid_value", "must be valid Unicode (it holds a lone surrogate)", field) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{field}.{key}" if field else str(key)
+            check_storable_text(key, where)
+            check_storable_text(item, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_storable_text(item, f"{field}[{i}]")
 
 
 def parse_new_job(
@@ -45,6 +76,7 @@ def parse_new_job(
     """Validate a `POST /v1/jobs` body and resolve its generation parameters."""
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_body", "the body must be a JSON object")
+    check_storable_text(body)
     for key in body:
         if key not in JOB_FIELDS:
             raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(JOB_FIELDS)}", key)
@@ -74,7 +106,11 @@ def parse_new_job(
 
     metadata = _metadata(body.get("metadata"), max_metadata_bytes)
     webhook, events_filter = parse_webhook(body, webhook_allow)
-    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter)
+    try:
+        schedule = Schedule.from_body(body)
+    except ScheduleError as e:
+        raise ApiError(422, "invalid_value", e.message, e.field) from None
+    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter, schedule)
 
 
 def _prompt(value: Any) -> str:
@@ -121,7 +157,14 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
 
 def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any] | None:
     """A client's `metadata` object (None allowed), bounded in size; raises ApiError 422 on field `metadata`."""
+    check_storable_text(value, "metadata")
     return _metadata(value, max_bytes)

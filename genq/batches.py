@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.job_events import LIVE_STATUSES, status_event
+from genq.ids import is_canonical_id
 from genq.schema import Job, utcnow
 from genq.schema_events import Batch
 
@@ -54,7 +55,9 @@ class BatchStore:
         return batch
 
     def view(self, batch_id: str) -> BatchView | None:
-        """The batch with its counts by status, or None."""
+        """The batch with its counts by status, or None (a malformed id is simply not found)."""
+        if not is_canonical_id(batch_id):
+            return None
         with self._sessions() as session:
             batch = session.get(Batch, batch_id)
             if batch is None:

@@ -1,4 +1,4 @@
-"""The `genq` command line: db upgrade, api, worker, up, bench."""
+"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API bind address (GENQ_HOST)")
     up.add_argument("--port", type=int, help="API port (GENQ_PORT, default 8000)")
     up.set_defaults(func=_up)
+
+    sweep = sub.add_parser(
+        "sweep", help="expire jobs past their TTL, recover jobs of lost workers, re-publish lost messages "
+                      "(workers do this on their own; this runs it once, or every --every seconds)")
+    sweep.add_argument("--every", type=float, help="sweep again every this many seconds, until interrupted")
+    sweep.set_defaults(func=_sweep)
 
     check = sub.add_parser("check", help="exit 0 if the database and the broker answer (container healthcheck)")
     check.set_defaults(func=_check)
@@ -142,6 +148,34 @@ def _worker(args: argparse.Namespace) -> int:
         f"--hostname=genq-{os.getpid()}@%h",
     ])
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import time
+
+    from genq.db import make_engine, make_session_factory
+    from genq.jobs import JobStore
+    from genq.queue import Publisher, make_celery
+    from genq.sweeper import sweep
+
+    settings = Settings.from_env()
+    if args.every is not None and args.every <= 0:
+        raise ConfigError("--every", "must be a positive number of seconds")
+    engine = make_engine(settings.database_url)
+    store, publisher = JobStore(make_session_factory(engine)), Publisher(make_celery(settings, main="genq-sweep"))
+    try:
+        while True:
+            report = sweep(store, publisher, settings.republish_after)
+            print(json.dumps(dataclasses.asdict(report)), flush=True)
+            if args.every is None:
+                return 0
+            time.sleep(args.every)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -48,6 +48,9 @@ ENV_VARS = (
     "GENQ_EVENTS_KEEPALIVE",
     "GENQ_BATCH_MAX_LINES",
     "GENQ_BATCH_MAX_BYTES",
+    "GENQ_LEASE_SECONDS",
+    "GENQ_SWEEP_INTERVAL",
+    "GENQ_REPUBLISH_AFTER",
 )
 
 
@@ -102,6 +105,11 @@ class Settings:
     events_keepalive: int = 15  # seconds between keep-alive comments of an idle event stream
     batch_max_lines: int = 1000
     batch_max_bytes: int = 16 << 20
+    # lifecycle (genq/lifecycle.py): a running job's lease, renewed by its worker every lease/3 seconds;
+    # how often each worker sweeps; how long a queued job waits before its message is presumed lost
+    lease_seconds: int = 30
+    sweep_interval: int = 15
+    republish_after: int = 60
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -141,6 +149,9 @@ class Settings:
             max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
             max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
             **events_settings(env),
+            lease_seconds=_int(env, "GENQ_LEASE_SECONDS", 30, lo=2, hi=3600),
+            sweep_interval=_int(env, "GENQ_SWEEP_INTERVAL", 15, lo=1, hi=3600),
+            republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
         )
 
 

@@ -3,6 +3,12 @@
     queued → running → succeeded | failed | canceled
     queued → canceled
     queued → failed        (the job could not be published to the broker)
+    queued → expired       (its queue time-to-live ran out before any worker started it)
+    running → running      (a claim taking over a job whose worker's lease expired: attempts + 1)
+
+A running job is held under a lease (`lease_expires_at`) that its worker renews; each claim is numbered by
+`attempts`, and a worker stores its outcome only while the job is still running under its own attempt, so a
+worker whose lease was taken over cannot overwrite the job (see genq/lifecycle.py and workers/lease.py).
 
 `transition` is the only code that writes `status`. It runs
 `UPDATE jobs SET … WHERE id = :id AND status IN (:allowed)` and reports whether it changed the row:
@@ -13,21 +19,25 @@ the change fires (genq.transition_effects), so neither is lost if the process di
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.job_events import status_event
-from genq.schema import Job, JobStatus, utcnow
+from genq.lifecycle import Schedule
+from genq.schema import Base, Job, JobStatus, utcnow
 from genq.transition_effects import record_transition
 
 # For each target status, the statuses it may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),  # running only with an expired lease
     JobStatus.SUCCEEDED: frozenset({JobStatus.RUNNING}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
     JobStatus.CANCELED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.EXPIRED: frozenset({JobStatus.QUEUED}),
 }
 
 ERROR_MESSAGE_LIMIT = 4000  # characters kept of an error message (tracebacks are logged, not stored)
@@ -45,6 +55,15 @@ def is_job_id(value: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a running job: the attempt number is its token for every later write."""
+
+    job_id: str
+    attempt: int
+    lease_expires_at: datetime
+
+
 class JobStore:
     """Jobs in the database. Methods open and commit their own short transactions; they are thread-safe."""
 
@@ -56,12 +75,23 @@ class JobStore:
         self._sessions = sessions
         self._on_deliveries = on_deliveries
 
-    def create(self, **fields: Any) -> Job:
-        """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable)."""
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The session factory, for queries beyond these methods (listing, leases, the sweeper)."""
+        return self._sessions
+
+    def create(self, *, also: Iterable[Base] = (), **fields: Any) -> Job:
+        """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable).
+
+        `also`: rows committed in the same transaction (e.g. its idempotency key): if one of them cannot be
+        inserted (sqlalchemy.exc.IntegrityError), neither is the job.
+        """
         job = self.build(**fields)
         with self._sessions.begin() as session:
             session.add(job)
+            session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
             session.add(status_event(job))
+            session.add_all(list(also))
         return job
 
     @staticmethod
@@ -72,6 +102,7 @@ class JobStore:
         params: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         job_id: str | None = None,
+        schedule: Schedule | None = None,
         webhook: str | None = None,
         webhook_events_filter: Sequence[str] | None = None,
         batch_id: str | None = None,
@@ -80,6 +111,7 @@ class JobStore:
     ) -> Job:
         """A new `queued` job row, not yet added to a session; its event log starts at seq 1 (`queued`)."""
         now = utcnow()
+        schedule = schedule or Schedule()
         return Job(
             id=job_id or new_job_id(),
             status=JobStatus.QUEUED.value,
@@ -96,6 +128,11 @@ class JobStore:
             batch_id=batch_id,
             custom_id=custom_id,
             batch_line=batch_line,
+            priority=schedule.priority,
+            max_attempts=schedule.max_attempts,
+            expires_at=schedule.expires_at(now),
+            deadline_seconds=schedule.deadline_seconds,
+            published_at=now,  # published right after this commit (genq.submit)
         )
 
     def get(self, job_id: str) -> Job | None:
@@ -114,32 +151,71 @@ class JobStore:
             found = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids)))}
         return [found[i] for i in ids if i in found]
 
-    def transition(self, job_id: str, to: JobStatus, **values: Any) -> bool:
-        """Move the job to `to` if its status allows it, setting `values` in the same UPDATE.
+    def transition(
+        self, job_id: str, to: JobStatus, *, where: Iterable[ColumnElement[bool]] = (), **values: Any
+    ) -> bool:
+        """Move the job to `to` if its status allows it (and every `where` condition holds), setting `values`
+        in the same UPDATE.
 
         Returns True if this call changed the row, False if the job is missing or another
         transition got there first. Values may be SQL expressions (e.g. `Job.attempts + 1`).
         """
+        return self._transition(job_id, to, list(where), values) is not None
+
+    def _transition(
+        self, job_id: str, to: JobStatus, where: list[ColumnElement[bool]], values: dict[str, Any]
+    ) -> int | None:
+        """The one compare-and-set UPDATE; returns the row's `attempts` after it, or None if nothing changed."""
+        if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+            return None
         allowed = [s.value for s in ALLOWED_FROM[to]]
         now = utcnow()
         values = {"status": to.value, "updated_at": now, "event_seq": Job.event_seq + 1, **values}
-        if to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED):
+        if to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED):
             values.setdefault("completed_at", now)
-        stmt = update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(**values)
+        if to is not JobStatus.RUNNING:
+            values.setdefault("lease_expires_at", None)  # a finished job is held by no one
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(allowed), *where)
+            .values(**values)
+            .returning(Job.attempts)
+        )
         with self._sessions.begin() as session:
-            result = session.execute(stmt, execution_options={"synchronize_session": False})
-            if result.rowcount != 1:
-                return False
+            attempts = session.execute(stmt, execution_options={"synchronize_session": False}).scalar_one_or_none()
+            if attempts is None:
+                return None
             deliveries = record_transition(session, job_id)
         if deliveries and self._on_deliveries is not None:
             self._on_deliveries(deliveries)
-        return True
+        return attempts
 
-    def claim(self, job_id: str, worker_id: str) -> bool:
-        """queued → running, counting the attempt; False if the job is not queued (already claimed, done)."""
-        return self.transition(
-            job_id, JobStatus.RUNNING, attempts=Job.attempts + 1, started_at=utcnow(), worker_id=worker_id
+    def claim(self, job_id: str, worker_id: str, lease_seconds: float = 30.0) -> Claim | None:
+        """Take the job to run it, counting the attempt; None if it is not this worker's to run.
+
+        Takes a `queued` job whose time-to-live has not run out, or a `running` job whose lease expired
+        (its worker was lost) if it has attempts left and no cancel was asked for. The job is then held
+        until `lease_expires_at`, which the worker renews (workers/lease.py).
+        """
+        now = utcnow()
+        lease_expires_at = now + timedelta(seconds=lease_seconds)
+        takeable = or_(
+            and_(Job.status == JobStatus.QUEUED.value, or_(Job.expires_at.is_(None), Job.expires_at > now)),
+            and_(
+                Job.status == JobStatus.RUNNING.value,
+                Job.lease_expires_at < now,
+                Job.cancel_requested_at.is_(None),
+                Job.attempts < Job.max_attempts,
+            ),
         )
+        attempt = self._transition(
+            job_id,
+            JobStatus.RUNNING,
+            [takeable],
+            {"attempts": Job.attempts + 1, "started_at": now, "worker_id": worker_id,
+             "lease_expires_at": lease_expires_at},
+        )
+        return Claim(job_id, attempt, lease_expires_at) if attempt is not None else None
 
     def succeed(
         self,
@@ -150,11 +226,14 @@ class JobStore:
         prompt_tokens: int,
         completion_tokens: int,
         logprobs: list[dict[str, Any]] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """running → succeeded with the output; False if the job is no longer running (e.g. canceled)."""
+        """running → succeeded with the output; False if the job is no longer running (e.g. canceled), or,
+        given `attempt`, no longer held under that attempt (its lease was taken over)."""
         return self.transition(
             job_id,
             JobStatus.SUCCEEDED,
+            where=_held(attempt),
             output_text=text,
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
@@ -162,10 +241,21 @@ class JobStore:
             logprobs=logprobs,
         )
 
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        """queued | running → failed with a machine-readable code and a human message."""
+    def fail(
+        self, job_id: str, code: str, message: str, *, attempt: int | None = None, **output: Any
+    ) -> bool:
+        """queued | running → failed with a machine-readable code and a human message.
+
+        Given `attempt`, only while the job is running under that attempt. `output`: partial output kept on
+        the job (text, finish_reason, prompt_tokens, completion_tokens, logprobs), e.g. past a deadline.
+        """
         return self.transition(
-            job_id, JobStatus.FAILED, error_code=code[:64], error_message=message[:ERROR_MESSAGE_LIMIT]
+            job_id,
+            JobStatus.FAILED,
+            where=_held(attempt),
+            error_code=code[:64],
+            error_message=message[:ERROR_MESSAGE_LIMIT],
+            **_output_columns(output),
         )
 
     def cancel(
@@ -177,16 +267,43 @@ class JobStore:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         logprobs: list[dict[str, Any]] | None = None,
+        attempt: int | None = None,
+        where: Iterable[ColumnElement[bool]] = (),
     ) -> bool:
         """queued | running → canceled, keeping any partial output the engine returned.
 
-        A running job's worker then finds its own succeed() refused.
+        A running job's worker then finds its own succeed() refused. Given `attempt`, only while the job
+        is running under that attempt.
         """
-        output = {
-            "output_text": text,
+        output = _output_columns({
+            "text": text,
             "finish_reason": finish_reason,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "logprobs": logprobs,
-        }
-        return self.transition(job_id, JobStatus.CANCELED, **{k: v for k, v in output.items() if v is not None})
+        })
+        return self.transition(job_id, JobStatus.CANCELED, where=[*_held(attempt), *where], **output)
+
+    def expire(self, job_id: str) -> bool:
+        """queued → expired, if its time-to-live has run out."""
+        now = utcnow()
+        return self.transition(
+            job_id, JobStatus.EXPIRED, where=[Job.expires_at <= now],
+            error_code="expired", error_message="the job's ttl_seconds passed before a worker started it",
+        )
+
+
+def _held(attempt: int | None) -> list[ColumnElement[bool]]:
+    """The condition that the job is still running under `attempt` (none if attempt is None)."""
+    if attempt is None:
+        return []
+    return [Job.status == JobStatus.RUNNING.value, Job.attempts == attempt]
+
+
+def _output_columns(output: Mapping[str, Any]) -> dict[str, Any]:
+    names = {"text": "output_text", "finish_reason": "finish_reason", "prompt_tokens": "prompt_tokens",
+             "completion_tokens": "completion_tokens", "logprobs": "logprobs"}
+    unknown = set(output) - set(names)
+    if unknown:
+        raise TypeError(f"unknown output fields: {sorted(unknown)}")
+    return {names[k]: v for k, v in output.items() if v is not None}

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 
 from genq.config import Settings
+from genq.lifecycle import PRIORITY_MAX, PRIORITY_MIN, broker_priority
 
 TASK_NAME = "genq.run_job"
 FILESYSTEM_SCHEME = "filesystem://"
@@ -72,6 +73,10 @@ def broker_connection(settings: Settings) -> tuple[str, dict[str, Any]]:
     options: dict[str, Any] = {}
     if url.startswith(("redis://", "rediss://")):
         options["visibility_timeout"] = settings.broker_visibility_timeout
+        # one Redis list per message priority, popped in this order (kombu: 0 first; see broker_priority).
+        # queue_order_strategy stays round-robin: it orders a worker's model queues among themselves, and
+        # every queue's higher-priority list is still popped before any queue's lower one.
+        options["priority_steps"] = list(range(PRIORITY_MAX - PRIORITY_MIN + 1))
         if settings.broker_key_prefix:
             options["global_keyprefix"] = settings.broker_key_prefix
     return url, options
@@ -90,13 +95,15 @@ class Publisher:
     def __init__(self, app: Celery):
         self._app = app
 
-    def publish(self, job_id: str, model: str) -> None:
-        """Send the job id to `genq.model.<model>`; raises PublishError if the broker refuses."""
+    def publish(self, job_id: str, model: str, priority: int = 0) -> None:
+        """Send the job id to `genq.model.<model>` at the job's priority (0..9, higher first; honoured by
+        Redis, ignored by the file-system broker); raises PublishError if the broker refuses."""
         try:
             self._app.send_task(
                 TASK_NAME,
                 args=[job_id],
                 queue=queue_name(model),
+                priority=broker_priority(priority),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0},
             )

@@ -11,7 +11,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -23,9 +23,10 @@ class JobStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # its queue time-to-live ran out before any worker started it
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED})
 
 
 def utcnow() -> datetime:
@@ -90,10 +91,18 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(String(36))
     custom_id: Mapped[str | None] = mapped_column(String(255))
     batch_line: Mapped[int | None] = mapped_column(Integer)  # the request's line number in its batch file
+    # lifecycle (migration 0002_lifecycle; see genq/lifecycle.py): scheduling, leases, cancel requests
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3, server_default="3")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # queue TTL: expired if not started by then
+    deadline_seconds: Mapped[int | None] = mapped_column(Integer)  # run time allowed per attempt
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # running: renewed by the holder
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last time its message was sent
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name="ck_jobs_status"
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'expired')", name="ck_jobs_status"
         ),
         CheckConstraint(
             "finish_reason IS NULL OR finish_reason IN ('eos', 'length', 'stop', 'canceled')",
@@ -102,7 +111,23 @@ class Job(Base):
         # a sweeper finds old queued jobs, an operator lists running ones: both by status, oldest first
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_created_at", "created_at"),
+        # queue positions (same model, queued, by priority then age) and the sweeper's lease scan
+        Index("ix_jobs_model_status_priority", "model", "status", "priority", "created_at"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` a client sent with `POST /v1/jobs`, and the job it made (genq/idempotency.py)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)  # sha256 of the canonical body
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
 
 # The event log, webhook and batch tables register on Base.metadata with this module (imported last: they use Base).

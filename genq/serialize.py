@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genq.schema import Job, JobStatus
 
+if TYPE_CHECKING:  # genq.listing imports the job store, which imports this module (webhook payloads)
+    from genq.listing import QueueInfo
 
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """`output` is set once the job succeeded (or was canceled with partial output); `error` once it failed."""
+_PARTIAL_OUTPUT = (JobStatus.CANCELED.value, JobStatus.FAILED.value)  # canceled, or stopped at its deadline
+
+
+def job_to_dict(job: Job, queue: QueueInfo | None = None) -> dict[str, Any]:
+    """`output` is set once the job succeeded (or was canceled or failed with partial output); `error` once it
+    failed. `queue`: the queued job's position and estimated wait (genq.listing.queue_info); without it both
+    are null."""
     output = None
-    if job.status == JobStatus.SUCCEEDED.value or (job.status == JobStatus.CANCELED.value and job.output_text):
+    if job.status == JobStatus.SUCCEEDED.value or (job.status in _PARTIAL_OUTPUT and job.output_text):
         output = {
             "text": job.output_text,
             "finish_reason": job.finish_reason,
@@ -39,6 +46,23 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "webhook_events_filter": job.webhook_events_filter,
         "batch_id": job.batch_id,
         "custom_id": job.custom_id,
+        **_lifecycle_fields(job, queue),
+    }
+
+
+def _lifecycle_fields(job: Job, queue: QueueInfo | None) -> dict[str, Any]:
+    ttl = None
+    if job.expires_at is not None:
+        ttl = round((job.expires_at - job.created_at).total_seconds())
+    return {
+        "priority": job.priority,
+        "ttl_seconds": ttl,
+        "expires_at": _iso(job.expires_at),
+        "deadline_seconds": job.deadline_seconds,
+        "max_attempts": job.max_attempts,
+        "cancel_requested_at": _iso(job.cancel_requested_at),
+        "queue_position": queue.position if queue is not None else None,
+        "estimated_wait_seconds": queue.estimated_wait_seconds if queue is not None else None,
     }
 
 

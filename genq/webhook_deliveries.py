@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.ids import is_canonical_id
 from genq.schema import Job, utcnow
 from genq.schema_events import WebhookAttempt, WebhookDelivery
 from genq.serialize import job_to_dict
@@ -75,6 +76,8 @@ class DeliveryStore:
         self._sessions = sessions
 
     def get(self, delivery_id: str) -> WebhookDelivery | None:
+        if not is_canonical_id(delivery_id):
+            return None
         with self._sessions() as session:
             return session.get(WebhookDelivery, delivery_id)
 
@@ -146,6 +149,8 @@ class DeliveryStore:
 
         Raises KeyError if the job has no such delivery, RedeliverRefused while that message is still pending.
         """
+        if not is_canonical_id(delivery_id):
+            raise KeyError(delivery_id)
         now = utcnow()
         with self._sessions.begin() as session:
             original = session.get(WebhookDelivery, delivery_id)

@@ -20,6 +20,40 @@ SERVICE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 256}
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
+SEED_MAX = 2**63 - 1  # a seed fits a signed 64-bit integer
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The type and range one scalar parameter must have: `lo`..`hi` inclusive, `lo` exclusive if `lo_open`.
+
+    Validation below and the API's OpenAPI document (api/openapi_schemas.py) both read BOUNDS, so the
+    document cannot drift from what is enforced.
+    """
+
+    kind: str  # "int" | "float" | "bool"
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    nullable: bool = False  # None is allowed (and means "off" / "draw one")
+
+
+BOUNDS: dict[str, Bound] = {
+    "max_new_tokens": Bound("int", lo=1),
+    "min_new_tokens": Bound("int", lo=0),
+    "do_sample": Bound("bool"),
+    "temperature": Bound("float", lo=0.0, lo_open=True),
+    "top_k": Bound("int", lo=0),
+    "top_p": Bound("float", lo=0.0, hi=1.0, lo_open=True),
+    "min_p": Bound("float", lo=0.0, hi=1.0),
+    "repetition_penalty": Bound("float", lo=0.0, lo_open=True),
+    "presence_penalty": Bound("float", lo=-2.0, hi=2.0),
+    "frequency_penalty": Bound("float", lo=-2.0, hi=2.0),
+    "no_repeat_ngram_size": Bound("int", lo=0),
+    "ignore_eos": Bound("bool"),
+    "seed": Bound("int", lo=0, hi=SEED_MAX, nullable=True),
+    "logprobs": Bound("int", lo=0, hi=MAX_LOGPROBS, nullable=True),
+}
 
 
 class ParamError(ValueError):
@@ -51,20 +85,17 @@ class GenerationParams:
     logprobs: int | None = None  # None: off; 0: the chosen token's; N: also the top N alternatives
 
     def __post_init__(self) -> None:
-        _int(self, "max_new_tokens", lo=1)
-        _int(self, "min_new_tokens", lo=0)
-        if self.min_new_tokens > self.max_new_tokens:
-            raise ParamError("min_new_tokens", "must not exceed max_new_tokens")
-        _bool(self, "do_sample")
-        _float(self, "temperature", lo=0.0, lo_open=True)
-        _int(self, "top_k", lo=0)
-        _float(self, "top_p", lo=0.0, hi=1.0, lo_open=True)
-        _float(self, "min_p", lo=0.0, hi=1.0)
-        _float(self, "repetition_penalty", lo=0.0, lo_open=True)
-        _float(self, "presence_penalty", lo=-2.0, hi=2.0)
-        _float(self, "frequency_penalty", lo=-2.0, hi=2.0)
-        _int(self, "no_repeat_ngram_size", lo=0)
-        _bool(self, "ignore_eos")
+        for name, bound in BOUNDS.items():
+            if bound.nullable and getattr(self, name) is None:
+                continue
+            if bound.kind == "int":
+                _int(self, name, lo=bound.lo, hi=bound.hi)
+            elif bound.kind == "float":
+                _float(self, name, lo=bound.lo, hi=bound.hi, lo_open=bound.lo_open)
+            else:
+                _bool(self, name)
+            if name == "min_new_tokens" and self.min_new_tokens > self.max_new_tokens:
+                raise ParamError("min_new_tokens", "must not exceed max_new_tokens")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
             raise ParamError("stop", "must be a list of non-empty strings")
         if len(self.stop) > MAX_STOP_STRINGS:
@@ -73,10 +104,6 @@ class GenerationParams:
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
         ):
             raise ParamError("stop_token_ids", "must be a list of non-negative integers")
-        if self.seed is not None:
-            _int(self, "seed", lo=0, hi=2**63 - 1)
-        if self.logprobs is not None:
-            _int(self, "logprobs", lo=0, hi=MAX_LOGPROBS)
 
     @classmethod
     def resolve(
@@ -129,7 +156,7 @@ class GenerationParams:
         return cls(**d)
 
 
-def _int(p: GenerationParams, name: str, lo: int | None = None, hi: int | None = None) -> None:
+def _int(p: GenerationParams, name: str, lo: float | None = None, hi: float | None = None) -> None:
     v = getattr(p, name)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ParamError(name, "must be an integer")
@@ -139,11 +166,13 @@ def _int(p: GenerationParams, name: str, lo: int | None = None, hi: int | None =
         raise ParamError(name, f"must be <= {hi}")
 
 
-def _float(p: GenerationParams, name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+def _float(
+    p: GenerationParams, name: str, lo: float | None, hi: float | None = None, lo_open: bool = False
+) -> None:
     v = getattr(p, name)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ParamError(name, "must be a finite number")
-    if v < lo or (lo_open and v == lo):
+    if lo is not None and (v < lo or (lo_open and v == lo)):
         raise ParamError(name, f"must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and v > hi:
         raise ParamError(name, f"must be <= {hi}")

@@ -34,6 +34,14 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
 
 
 @worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "genq_settings", None)
+    if settings is not None:
+        worker_context(settings).sweeper.start()
+
+
+@worker_ready.connect
 def _preload_models(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     names = getattr(app, "genq_preload", [])

@@ -1,4 +1,5 @@
-"""What a worker process holds: its settings, the job store and the engine host, made once per process."""
+"""What a worker process holds: its settings, the job store, the engine host, the lease keeper and the
+sweeper, made once per process."""
 from __future__ import annotations
 
 import os
@@ -6,16 +7,20 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from celery import Celery
+
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
 from genq.delta_sink import DeltaSink
 from genq.jobs import JobStore
-from genq.queue import make_celery
+from genq.queue import Publisher, celery_config, make_celery
+from genq.sweeper import Sweeper
 from genq.webhook_deliveries import DeliveryStore
 from genq.webhook_dispatch import WebhookPublisher
 from genq.webhook_runner import DeliveryContext
 from genq.webhook_secrets import SecretStore
 from workers.engine_host import EngineHost, engine_factory
+from workers.lease import LeaseKeeper
 
 
 @dataclass
@@ -26,6 +31,8 @@ class WorkerContext:
     worker_id: str
     events: DeltaSink  # generated text into the job event log, batched across this process's jobs
     webhooks: DeliveryContext  # what a webhook delivery task needs
+    keeper: LeaseKeeper  # renews the leases of the jobs this process runs; stops them on cancel requests
+    sweeper: Sweeper  # started by the worker_ready signal (workers/celery_app.py)
 
 
 _lock = threading.Lock()
@@ -42,9 +49,13 @@ def worker_context(settings: Settings) -> WorkerContext:
             if ctx is None:
                 sessions = make_session_factory(make_engine(settings.database_url))
                 publisher = WebhookPublisher(make_celery(settings, main="genq-worker-publisher"))
+                store = JobStore(sessions, on_deliveries=publisher.publish_many)
+                # the sweeper's own app, kept from becoming the process's current app (the worker's is)
+                sweeper_app = Celery("genq-sweeper", set_as_current=False)
+                sweeper_app.conf.update(celery_config(settings))
                 ctx = WorkerContext(
                     settings=settings,
-                    store=JobStore(sessions, on_deliveries=publisher.publish_many),
+                    store=store,
                     host=EngineHost(settings.models, engine_factory(
                         settings.batch_size, settings.device, settings.max_len, settings.kv_budget_mb)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
@@ -56,15 +67,19 @@ def worker_context(settings: Settings) -> WorkerContext:
                         policy=settings.webhook_retry,
                         publisher=publisher,
                     ),
+                    keeper=LeaseKeeper(store, settings.lease_seconds),
+                    sweeper=Sweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after),
                 )
                 _contexts[key] = ctx
     return ctx
 
 
 def shutdown_contexts() -> None:
-    """Stop every engine this process started (worker shutdown)."""
+    """Stop the sweeper, the lease keeper and every engine this process started (worker shutdown)."""
     with _lock:
         for ctx in _contexts.values():
+            ctx.sweeper.stop()
+            ctx.keeper.stop()
             ctx.host.stop_all()
             ctx.events.stop()
         _contexts.clear()

@@ -14,6 +14,9 @@ def register(app: Celery) -> Task:
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_job(self: Task, job_id: str) -> str:
         ctx = worker_context(self.app.genq_settings)
-        return execute_job(job_id, ctx.store, ctx.host, ctx.worker_id, ctx.settings.job_timeout, ctx.events).value
+        return execute_job(
+            job_id, ctx.store, ctx.host, ctx.worker_id, ctx.settings.job_timeout,
+            keeper=ctx.keeper, lease_seconds=ctx.settings.lease_seconds, events=ctx.events,
+        ).value
 
     return run_job

@@ -2,7 +2,7 @@
 
 A job chooses events with `webhook_events_filter`, a list of any of `started` and `completed`
 (default `["completed"]`). `started` fires when the job starts running; `completed` fires when it
-reaches any terminal status (succeeded, failed, canceled — including a job canceled while queued).
+reaches any terminal status (succeeded, failed, canceled, expired — including a job canceled while queued).
 The request body is the job object as JSON. The message id is derived from the job and the event,
 so however often an event is fired (e.g. after a worker restart) and however many attempts its
 delivery takes, the receiver sees one `webhook-id` for it and can deduplicate.
@@ -25,7 +25,7 @@ DEFAULT_EVENTS_FILTER: tuple[str, ...] = ("completed",)
 # The job state machine's statuses that fire events (see the README): `running` starts a job,
 # these end it.
 STARTED_STATUS = "running"
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
 
 
 def validate_events_filter(value: Any) -> tuple[str, ...]:

@@ -170,3 +170,11 @@ def test_a_batch_the_broker_refuses_leaves_its_jobs_failed_not_queued(database_u
     batch_id = response.get_json()["error"]["message"].split()[1].rstrip(":")
     view = client.get(f"/v1/batches/{batch_id}").get_json()
     assert view["counts"]["failed"] == 2 and view["status"] == "completed"
+
+
+def test_a_batch_line_s_scheduling_fields_are_kept_on_its_job(client: FlaskClient) -> None:
+    body = _jsonl(_line("a", priority=7, ttl_seconds=60, deadline_seconds=30, max_attempts=1))
+    batch = client.post("/v1/batches", data=body, content_type=JSONL).get_json()
+    line = json.loads(client.get(f"/v1/batches/{batch['id']}/results").get_data(as_text=True))
+    job = line["job"]
+    assert (job["priority"], job["ttl_seconds"], job["deadline_seconds"], job["max_attempts"]) == (7, 60, 30, 1)

@@ -30,7 +30,7 @@ def test_db_upgrade_migrates_the_database_url_given(postgres_database, tmp_path:
     url = postgres_database()
     result = _genq("db", "upgrade", cwd=tmp_path, env={"DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
-    assert migrate.current_revision(url) == migrate.head_revision(url)
+    assert migrate.current_revision(url) == migrate.head_revision(url) is not None
 
 
 def test_a_configuration_error_exits_2_naming_the_variable(tmp_path: Path) -> None:
@@ -57,3 +57,23 @@ def test_worker_refuses_an_unknown_queue_kind(tmp_path: Path) -> None:
 def test_a_bad_webhook_allow_list_is_a_configuration_error(tmp_path: Path) -> None:
     result = _genq("db", "upgrade", cwd=tmp_path, env={"GENQ_WEBHOOK_ALLOW": "10.0.0.1/8"})
     assert result.returncode == 2 and "GENQ_WEBHOOK_ALLOW" in result.stderr
+def test_sweep_expires_jobs_past_their_ttl_and_reports_what_it_did(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from genq.db import make_engine, make_session_factory
+    from genq.jobs import JobStore
+    from genq.lifecycle import Schedule
+    from genq.schema import Job, utcnow
+
+    url = f"sqlite:///{tmp_path / 'genq.db'}"
+    migrate.upgrade(url)
+    store = JobStore(make_session_factory(make_engine(url)))
+    job = store.create(model="m", input={"prompt": "hi"}, params={}, schedule=Schedule(ttl_seconds=1))
+    with store.sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(expires_at=utcnow() - timedelta(seconds=1)))
+    result = _genq("sweep", cwd=tmp_path, env={"DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert '"expired": 1' in result.stdout
+    assert store.get(job.id).status == "expired"

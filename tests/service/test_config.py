@@ -17,6 +17,7 @@ def test_defaults_are_the_embedded_service() -> None:
     assert s.models["smollm2-135m-instruct"].kind == "gguf"
     assert s.models["smollm2-135m-instruct"].queue == "genq.model.smollm2-135m-instruct"
     assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 8)
+    assert (s.lease_seconds, s.sweep_interval, s.republish_after) == (30, 15, 60)
 
 
 def test_genq_models_adds_gguf_files_and_hf_directories_with_quantization(tmp_path: Path) -> None:
@@ -45,6 +46,9 @@ def test_genq_models_adds_gguf_files_and_hf_directories_with_quantization(tmp_pa
         ({"GENQ_GENERATION_DEFAULTS": '{"temperature": -1}'}, "GENQ_GENERATION_DEFAULTS"),
         ({"GENQ_GENERATION_DEFAULTS": "[1]"}, "GENQ_GENERATION_DEFAULTS"),
         ({"GENQ_JOB_TIMEOUT": "7200", "GENQ_BROKER_VISIBILITY_TIMEOUT": "3600"}, "GENQ_BROKER_VISIBILITY_TIMEOUT"),
+        ({"GENQ_LEASE_SECONDS": "1"}, "GENQ_LEASE_SECONDS"),
+        ({"GENQ_SWEEP_INTERVAL": "0"}, "GENQ_SWEEP_INTERVAL"),
+        ({"GENQ_REPUBLISH_AFTER": "soon"}, "GENQ_REPUBLISH_AFTER"),
     ],
 )
 def test_invalid_settings_raise_config_error_naming_the_variable(env: dict[str, str], variable: str) -> None:

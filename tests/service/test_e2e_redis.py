@@ -2,13 +2,14 @@
 the real default model (SmolLM2-135M-Instruct)."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
 from e2e_helpers import REDIS_URL, ApiThread, Child, wait_for_job
 
 from api import create_app
+from genq import migrate
 from genq.config import Settings
 from genq.jobs import JobStore
 from genq.db import make_engine, make_session_factory
@@ -22,9 +23,13 @@ JOB_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
-def env(migrated_postgresql_url: str, redis_key_prefix: str) -> dict[str, str]:
+def env(postgres_database: Callable[[], str], redis_key_prefix: str) -> dict[str, str]:
+    # a database of its own: the worker's sweeper acts on every job in its database, and other tests leave
+    # queued jobs in the shared one
+    url = postgres_database()
+    migrate.upgrade(url)
     return {
-        "DATABASE_URL": migrated_postgresql_url,
+        "DATABASE_URL": url,
         "GENQ_BROKER_URL": REDIS_URL,
         "GENQ_BROKER_KEY_PREFIX": redis_key_prefix,
         "GENQ_BATCH_SIZE": "4",

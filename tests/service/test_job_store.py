@@ -39,8 +39,8 @@ def test_get_many_returns_existing_jobs_in_the_order_asked(store: JobStore) -> N
 
 def test_claim_moves_queued_to_running_once_and_counts_the_attempt(store: JobStore) -> None:
     job = _job(store)
-    assert store.claim(job.id, "w1") is True
-    assert store.claim(job.id, "w2") is False
+    assert store.claim(job.id, "w1").attempt == 1
+    assert store.claim(job.id, "w2") is None
     got = store.get(job.id)
     assert (got.status, got.attempts, got.worker_id) == ("running", 1, "w1")
     assert got.started_at is not None
@@ -66,7 +66,7 @@ def test_terminal_jobs_accept_no_further_transition(store: JobStore) -> None:
     job = _job(store)
     store.claim(job.id, "w")
     store.fail(job.id, "engine_error", "boom")
-    assert store.claim(job.id, "w") is False
+    assert store.claim(job.id, "w") is None
     assert store.succeed(job.id, text="x", finish_reason="eos", prompt_tokens=1, completion_tokens=1) is False
     assert store.cancel(job.id) is False
     got = store.get(job.id)
@@ -88,7 +88,7 @@ def test_a_queued_job_can_fail_before_it_ever_runs(store: JobStore) -> None:
 
 
 def test_transitions_on_a_missing_job_report_false(store: JobStore) -> None:
-    assert store.claim(new_job_id(), "w") is False
+    assert store.claim(new_job_id(), "w") is None
     assert store.fail(new_job_id(), "x", "y") is False
 
 
@@ -106,7 +106,7 @@ def test_concurrent_claimers_on_separate_connections_win_exactly_once(database_u
 
             def claim(i: int) -> None:
                 barrier.wait()
-                wins[i] = stores[i].claim(job.id, f"w{i}")
+                wins[i] = stores[i].claim(job.id, f"w{i}") is not None
 
             threads = [threading.Thread(target=claim, args=(i,)) for i in range(n)]
             for t in threads:

@@ -58,3 +58,27 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_then_upgrade_works(empty_databas
         engine.dispose()
     migrate.upgrade(empty_database_url)
     assert migrate.current_revision(empty_database_url) == migrate.head_revision(empty_database_url)
+
+
+def test_jobs_running_at_the_lifecycle_upgrade_get_a_lease_to_finish_under(empty_database_url: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
+
+    from genq.db import make_session_factory
+    from genq.jobs import JobStore
+
+    migrate.upgrade(empty_database_url, "0001_jobs")
+    engine = make_engine(empty_database_url)
+    now = datetime.now(timezone.utc)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, status, model, input, params, attempts, created_at, updated_at) "
+                              "VALUES (:id, 'running', 'm', '{}', '{}', 1, :now, :now)"),
+                         {"id": "00000000-0000-4000-8000-000000000001", "now": now.replace(tzinfo=None)})
+        migrate.upgrade(empty_database_url)
+        job = JobStore(make_session_factory(engine)).get("00000000-0000-4000-8000-000000000001")
+    finally:
+        engine.dispose()
+    assert job.status == "running" and job.priority == 0 and job.max_attempts == 3
+    assert now + timedelta(minutes=59) < job.lease_expires_at < now + timedelta(minutes=61)

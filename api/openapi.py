@@ -1,0 +1,67 @@
+"""GET /v1/openapi.json: the OpenAPI 3.1 document of this API, built from the code's own limits.
+
+`build_document(settings, served_models)` makes it; the schemas are in api/openapi_schemas.py and the jobs
+and batches paths in api/openapi_paths.py. The document is built for the running service (its models, its
+size limits), so it states what this instance accepts.
+Every Flask route is described and every described path is a route (tests/service/test_openapi.py), and
+schemathesis checks the live app against it (tests/service/test_openapi_schemathesis.py).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from flask import Blueprint, Response, jsonify
+
+from api.openapi_paths import INTERNAL, batch_paths, error, job_paths, json_response
+from api.openapi_schemas import Schema, component_schemas, ref
+from api.services import services
+from genq.config import Settings
+
+bp = Blueprint("openapi", __name__, url_prefix="/v1")
+
+OPENAPI_VERSION = "3.1.0"
+
+
+def _operation(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
+    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **INTERNAL}}
+
+
+def _service() -> dict[str, Schema]:
+    secret = json_response(ref("WebhookSecret"), "The current signing secret and the older ones still signing.")
+    return {
+        "/v1/webhooks/secret": {"get": _operation("getWebhookSecret", "The webhook signing secret", {"200": secret})},
+        "/v1/webhooks/secret/rotate": {"post": _operation(
+            "rotateWebhookSecret", "Make a new current secret; the previous one keeps signing for the grace period",
+            {"200": secret})},
+        "/v1/models": {"get": _operation(
+            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")})},
+        "/healthz": {"get": _operation(
+            "health", "The API answers and its database is reachable",
+            {"200": json_response(ref("Health"), "Healthy."), "503": error("`database_unavailable`.")})},
+        "/v1/openapi.json": {"get": _operation(
+            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")})},
+    }
+
+
+def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str, Any]:
+    """The OpenAPI document of the API as configured by `settings`, serving `served_models`."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "genq",
+            "version": "v1",
+            "description": "Asynchronous LLM text generation jobs. Every error is `{\"error\": {\"code\", "
+                           "\"message\", \"field\"?}}`.",
+        },
+        "paths": {**job_paths(settings), **batch_paths(settings), **_service()},
+        "components": {
+            "schemas": component_schemas(served_models, settings.max_metadata_bytes),
+            "responses": {"InternalError": error("`internal_error`: a bug or an outage (logged in full).")},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    svc = services()
+    return jsonify(build_document(svc.settings, [m.name for m in svc.catalog.all()]))

@@ -1,0 +1,20 @@
+"""The job object with what depends on other jobs: a queued job's position and estimated wait."""
+from __future__ import annotations
+
+from typing import Any
+
+from api.serialize import job_to_dict
+from genq.jobs import JobStore
+from genq.listing import queue_info
+from genq.schema import Job
+
+
+def job_json(store: JobStore, job: Job) -> dict[str, Any]:
+    """One job as the API shows it."""
+    return jobs_json(store, [job])[0]
+
+
+def jobs_json(store: JobStore, jobs: list[Job]) -> list[dict[str, Any]]:
+    """Jobs as the API shows them (queue positions computed for the queued ones)."""
+    queue = queue_info(store, jobs)
+    return [job_to_dict(job, queue.get(job.id)) for job in jobs]

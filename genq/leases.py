@@ -1,0 +1,128 @@
+"""Leases and cancel requests in the database: what workers, the API and the sweeper ask of running jobs.
+
+A running job is held by the worker whose claim set `lease_expires_at`; the worker process renews the
+lease of every job it holds (workers/lease.py). A job whose lease expired has lost its worker: another
+claim may take it over (genq.jobs.JobStore.claim), or `settle_lost` ends it. None of this changes a
+job's status except through JobStore's compare-and-set transitions.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable
+
+from sqlalchemy import bindparam, select, update
+
+from genq.jobs import JobStore, is_job_id
+from genq.lifecycle import ATTEMPTS_EXHAUSTED
+from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
+
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
+
+
+class CancelOutcome(str, enum.Enum):
+    CANCELED = "canceled"  # the job is canceled (now, or it already was)
+    REQUESTED = "requested"  # it is running: its worker will stop it within a moment
+    FINISHED = "finished"  # it had already ended otherwise (succeeded, failed, expired)
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class HeldState:
+    """What a worker needs to know each poll about a job it holds."""
+
+    status: str
+    attempts: int
+    cancel_requested: bool
+
+
+def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | None]:
+    """Cancel a job: a queued one at once; a running one by recording the request for its worker to act on
+    (or at once, if its worker is lost). Idempotent. Returns the outcome and the job as it is now."""
+    if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+        return CancelOutcome.NOT_FOUND, None
+    now = utcnow()
+    if store.cancel(job_id, where=[Job.status == JobStatus.QUEUED.value]):
+        return CancelOutcome.CANCELED, store.get(job_id)
+    with store.sessions.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=now, updated_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    # a running job nobody holds any more (its worker died) would wait for the sweeper: cancel it now
+    store.cancel(job_id, where=[Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now])
+    job = store.get(job_id)
+    if job is None:
+        return CancelOutcome.NOT_FOUND, None
+    if job.status == JobStatus.CANCELED.value:
+        return CancelOutcome.CANCELED, job
+    if job.status in TERMINAL_VALUES:
+        return CancelOutcome.FINISHED, job
+    return CancelOutcome.REQUESTED, job  # running (nothing moves a job back to queued)
+
+
+def renew_leases(store: JobStore, held: Iterable[tuple[str, int]], lease_seconds: float) -> set[tuple[str, int]]:
+    """Extend the lease of each held job (job id, attempt) still running under that attempt, in one
+    transaction; returns the pairs no longer held (finished, canceled, or taken over by another claim)."""
+    pairs = list(held)
+    if not pairs:
+        return set()
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    stmt = (
+        update(Job)
+        .where(Job.id == bindparam("jid"), Job.attempts == bindparam("att"), Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=expires)
+    )
+    lost = set()
+    with store.sessions.begin() as session:
+        conn = session.connection()
+        for job_id, attempt in pairs:
+            if conn.execute(stmt, {"jid": job_id, "att": attempt}).rowcount != 1:
+                lost.add((job_id, attempt))
+    return lost
+
+
+def held_states(store: JobStore, job_ids: Iterable[str]) -> dict[str, HeldState]:
+    """Status, attempt and cancel request of each of `job_ids` (one query; missing jobs are left out)."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    stmt = select(Job.id, Job.status, Job.attempts, Job.cancel_requested_at).where(Job.id.in_(ids))
+    with store.sessions() as session:
+        return {
+            row.id: HeldState(row.status, row.attempts, row.cancel_requested_at is not None)
+            for row in session.execute(stmt)
+        }
+
+
+def settle_lost(store: JobStore, job: Job, now: datetime | None = None) -> str | None:
+    """End a running job whose lease expired if no claim may take it over: canceled if a cancel was asked
+    for, failed `attempts_exhausted` if it has no attempts left. Returns the status it got, or None."""
+    now = now or utcnow()
+    lost = [Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now, Job.attempts == job.attempts]
+    if job.cancel_requested_at is not None:
+        return JobStatus.CANCELED.value if store.cancel(job.id, where=lost) else None
+    if job.attempts >= job.max_attempts:
+        message = (f"the worker running attempt {job.attempts} of {job.max_attempts} was lost "
+                   f"(its lease expired); no attempts are left")
+        if store.transition(job.id, JobStatus.FAILED, where=lost, error_code=ATTEMPTS_EXHAUSTED,
+                            error_message=message):
+            return JobStatus.FAILED.value
+    return None
+
+
+def settle_unclaimable(store: JobStore, job_id: str) -> str | None:
+    """After a refused claim, end the job if that is why: expired past its TTL, or lost with no way to go on.
+    Returns the status it got, or None (the job is someone else's, or already finished)."""
+    job = store.get(job_id)
+    if job is None:
+        return None
+    now = utcnow()
+    if job.status == JobStatus.QUEUED.value and job.expires_at is not None and job.expires_at <= now:
+        return JobStatus.EXPIRED.value if store.expire(job_id) else None
+    if job.status == JobStatus.RUNNING.value and job.lease_expires_at is not None and job.lease_expires_at < now:
+        return settle_lost(store, job, now)
+    return None

@@ -1,0 +1,142 @@
+"""Listing jobs (filters, cursor pagination) and where a queued job stands in its queue.
+
+Order: newest first by (created_at, id), a total order, so a cursor (the last row's pair, opaque to clients)
+pages through a stable sequence even as new jobs arrive (they sort before the first page).
+
+Queue position: the queued jobs of the same model that are ahead of a job: higher priority, or the same
+priority and created earlier (ties by id). That is the order the broker delivers them in on Redis.
+Estimated wait: (position + 1) ÷ the model's recent throughput, the jobs of that model finished in the last
+WAIT_WINDOW (5 minutes) per second: a queued job starts about when that many more jobs have finished.
+Unknown (null) when none finished in the window.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
+from sqlalchemy.dialects import postgresql
+
+from genq.jobs import JobStore, is_job_id
+from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
+
+WAIT_WINDOW = timedelta(minutes=5)
+_TERMINAL = [s.value for s in TERMINAL_STATUSES]
+
+
+class CursorError(ValueError):
+    """The cursor is not one this service made."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs to list: every given condition must hold."""
+
+    statuses: tuple[str, ...] = ()  # any of these
+    model: str | None = None
+    created_after: datetime | None = None  # strictly after
+    created_before: datetime | None = None  # strictly before
+    metadata: tuple[tuple[str, str], ...] = field(default=())  # metadata[key] is this string, for each pair
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    position: int  # queued jobs of the same model ahead of this one
+    estimated_wait_seconds: float | None
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor stands for; raises CursorError."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if not is_job_id(job_id) or when.tzinfo is None:
+            raise ValueError("not a job id and a zoned time")
+        return when.astimezone(timezone.utc), job_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise CursorError("not a cursor from this API (use next_cursor as given)") from None
+
+
+def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """One page of jobs, newest first, and the cursor of the next page (None on the last page)."""
+    with store.sessions() as session:
+        conditions = _conditions(where, session.get_bind().dialect.name)
+        if cursor is not None:
+            created, job_id = decode_cursor(cursor)
+            conditions.append(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+        stmt = select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        jobs = list(session.scalars(stmt))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, (encode_cursor(jobs[-1]) if more else None)
+
+
+def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
+    """Queue position and estimated wait of each queued job among `jobs` (others are left out)."""
+    queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
+    if not queued:
+        return {}
+    now = now or utcnow()
+    rates: dict[str, float] = {}
+    out = {}
+    with store.sessions() as session:
+        for job in queued:
+            ahead = session.scalar(
+                select(func.count()).select_from(Job).where(
+                    Job.model == job.model,
+                    Job.status == JobStatus.QUEUED.value,
+                    or_(
+                        Job.priority > job.priority,
+                        and_(Job.priority == job.priority, Job.created_at < job.created_at),
+                        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
+                    ),
+                )
+            ) or 0
+            if job.model not in rates:
+                finished = session.scalar(
+                    select(func.count()).select_from(Job).where(
+                        Job.model == job.model, Job.status.in_(_TERMINAL), Job.started_at.is_not(None),
+                        Job.completed_at >= now - WAIT_WINDOW,
+                    )
+                ) or 0
+                rates[job.model] = finished / WAIT_WINDOW.total_seconds()
+            rate = rates[job.model]
+            wait = round((ahead + 1) / rate, 1) if rate > 0 else None
+            out[job.id] = QueueInfo(ahead, wait)
+    return out
+
+
+def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if where.statuses:
+        conditions.append(Job.status.in_(where.statuses))
+    if where.model is not None:
+        conditions.append(Job.model == where.model)
+    if where.created_after is not None:
+        conditions.append(Job.created_at > where.created_after)
+    if where.created_before is not None:
+        conditions.append(Job.created_at < where.created_before)
+    for key, value in where.metadata:
+        conditions.append(_metadata_equals(key, value, dialect))
+    return conditions
+
+
+def _metadata_equals(key: str, value: str, dialect: str) -> ColumnElement[bool]:
+    """metadata[key] is the string `value` (not a number or other JSON value that prints the same)."""
+    if dialect == "postgresql":
+        # containment: indexable by a GIN index on metadata should listing by it become hot
+        wanted: Any = cast(literal(json.dumps({key: value}), String), postgresql.JSONB)
+        return Job.client_metadata.op("@>")(wanted)
+    path = '$."' + key + '"'  # the caller allows no quote or backslash in keys
+    return and_(func.json_type(Job.client_metadata, path) == "text",
+                func.json_extract(Job.client_metadata, path) == value)

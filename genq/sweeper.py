@@ -1,0 +1,133 @@
+"""The sweeper: puts right what lost messages and lost workers leave behind. Safe to run anywhere, any
+number of times at once (every worker process runs one; `genq sweep` runs it by hand or on a timer):
+every change it makes is a compare-and-set, so two sweepers racing change each job at most once.
+
+Each sweep:
+1. expires queued jobs whose `ttl_seconds` ran out (queued → expired);
+2. ends running jobs whose worker was lost (lease expired) if no claim may take them over: a cancel was
+   asked for (→ canceled) or no attempts are left (→ failed `attempts_exhausted`); re-publishes the others,
+   so that a worker claims them again (the claim takes over an expired lease, attempts + 1);
+3. re-publishes queued jobs whose message may be lost (a broker flush or restart, a worker killed after
+   taking a message from a broker that does not redeliver): queued for `republish_after` seconds since
+   their last publication, then at doubling intervals (genq.lifecycle.republish_due). A duplicate message
+   is harmless: the claim lets exactly one run the job;
+4. forgets idempotency keys past their retention.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from genq.idempotency import delete_expired_keys
+from genq.jobs import JobStore
+from genq.leases import settle_lost
+from genq.lifecycle import republish_due
+from genq.queue import PublishError, Publisher
+from genq.schema import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # jobs looked at per step and sweep: a huge backlog is worked through over several sweeps
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    settled: int = 0  # lost running jobs ended (canceled, attempts_exhausted)
+    republished: int = 0
+    keys_deleted: int = 0
+
+    def __bool__(self) -> bool:
+        return any((self.expired, self.settled, self.republished, self.keys_deleted))
+
+
+def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: datetime | None = None) -> SweepReport:
+    """One sweep over the database (see the module docstring); returns what it changed."""
+    now = now or utcnow()
+    report = SweepReport()
+
+    with store.sessions() as session:
+        expired_ids = list(session.scalars(
+            select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.expires_at <= now).limit(BATCH)))
+        lost = list(session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+            .order_by(Job.lease_expires_at).limit(BATCH)))
+        waiting = list(session.scalars(
+            select(Job).where(
+                Job.status == JobStatus.QUEUED.value,
+                or_(Job.published_at.is_(None), Job.published_at <= now - timedelta(seconds=republish_after)),
+                or_(Job.expires_at.is_(None), Job.expires_at > now),
+            ).order_by(Job.priority.desc(), Job.created_at).limit(BATCH)))
+
+    for job_id in expired_ids:
+        report.expired += store.expire(job_id)
+    for job in lost:
+        if settle_lost(store, job, now) is not None:
+            report.settled += 1
+        elif job.cancel_requested_at is None and job.attempts < job.max_attempts and (
+            job.published_at is None
+            or job.published_at < job.lease_expires_at  # not yet re-published since its worker was lost
+            or republish_due(now, job.created_at, job.published_at, republish_after)
+        ):
+            report.republished += _republish(store, publisher, job, now)
+    for job in waiting:
+        if republish_due(now, job.created_at, job.published_at, republish_after):
+            report.republished += _republish(store, publisher, job, now)
+    report.keys_deleted = delete_expired_keys(store, now)
+    if report:
+        log.info("sweep: %s", report)
+    return report
+
+
+def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -> bool:
+    """Publish the job's id again if this sweeper wins the right to (CAS on its status and published_at)."""
+    same_publication = Job.published_at.is_(None) if job.published_at is None else Job.published_at == job.published_at
+    stmt = (
+        update(Job)
+        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts, same_publication)
+        .values(published_at=now)
+    )
+    with store.sessions.begin() as session:
+        if session.execute(stmt, execution_options={"synchronize_session": False}).rowcount != 1:
+            return False
+    try:
+        publisher.publish(job.id, job.model, job.priority)
+    except PublishError as e:  # the broker is down: the next sweep tries again once the back-off allows
+        log.warning("sweep: could not re-publish job %s: %s", job.id, e)
+        return False
+    log.info("sweep: re-published %s job %s (attempts %d)", job.status, job.id, job.attempts)
+    return True
+
+
+class Sweeper:
+    """Runs `sweep` every `interval` seconds (with jitter, so many workers do not sweep in step) on a
+    daemon thread, until stopped. A failing sweep is logged and the next one goes ahead."""
+
+    def __init__(self, store: JobStore, publisher: Publisher, interval: float, republish_after: float):
+        self._store, self._publisher = store, publisher
+        self._interval, self._republish_after = interval, republish_after
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Sweeper":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="genq-sweeper", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval * random.uniform(0.8, 1.2)):
+            try:
+                sweep(self._store, self._publisher, self._republish_after)
+            except Exception:  # the database or broker is away: try again next time
+                log.exception("sweep failed")
