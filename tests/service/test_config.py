@@ -16,7 +16,7 @@ def test_defaults_are_the_embedded_service() -> None:
     assert s.default_model == "smollm2-135m-instruct"
     assert s.models["smollm2-135m-instruct"].kind == "gguf"
     assert s.models["smollm2-135m-instruct"].queue == "genq.model.smollm2-135m-instruct"
-    assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 8)
+    assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 64)
     assert (s.lease_seconds, s.sweep_interval, s.republish_after) == (30, 15, 60)
 
 
