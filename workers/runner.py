@@ -9,7 +9,6 @@ whose lease was taken over cannot overwrite the job.
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import time
@@ -30,7 +29,6 @@ log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3  # a database blip while storing a finished result should not lose it
 STOP_GRACE_S = 30.0  # how long a stopped request may take to hand back its partial result
 DEFAULT_LEASE_S = 30.0
-_REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerationRequest)}
 
 
 class Outcome(str, enum.Enum):
@@ -108,13 +106,12 @@ def _run_claimed(
 
 
 def build_request(job: Job) -> GenerationRequest:
-    """The engine request for a stored job (its params are the resolved record). The job's priority is
-    passed on if the engine's request has a field for it (today it has none: the broker orders by it)."""
+    """The engine request for a stored job (its params are the resolved record). Its priority orders the
+    engine's admission as well as the broker's delivery."""
     params = GenerationParams.from_dict(job.params)
-    extra = {"priority": job.priority} if "priority" in _REQUEST_FIELDS else {}
     return GenerationRequest(
         request_id=job.id, params=params, prompt=job.input.get("prompt"), messages=job.input.get("messages"),
-        **extra,
+        priority=job.priority,
     )
 
 

@@ -64,8 +64,16 @@ class Scheduler:
         self.running: list[Sequence] = []  # admission order
 
     def add(self, seq: Sequence) -> None:
+        """Queue `seq` behind every waiting sequence of its priority or higher (arrival order within one)."""
         seq.status = SeqStatus.WAITING
-        self.waiting.append(seq)
+        priority = seq.request.priority
+        if not self.waiting or self.waiting[-1].request.priority >= priority:
+            self.waiting.append(seq)  # the common case: no reordering
+            return
+        for i, other in enumerate(self.waiting):
+            if other.request.priority < priority:
+                self.waiting.insert(i, seq)
+                return
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)

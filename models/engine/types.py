@@ -27,6 +27,7 @@ class GenerationRequest:
     params: GenerationParams
     prompt: str | None = None  # raw text, tokenized as is
     messages: list[dict[str, Any]] | None = None  # chat messages, rendered with the model's template
+    priority: int = 0  # higher is admitted to the batch first; equal priorities keep arrival order
 
 
 @dataclass

@@ -13,9 +13,9 @@ from models.engine.types import GenerationRequest
 from models.params import GenerationParams
 
 
-def _seq(name: str, prompt_len: int, first: int = 1000) -> Sequence:
+def _seq(name: str, prompt_len: int, first: int = 1000, priority: int = 0) -> Sequence:
     """A sequence whose prompt is first, first+1, ... (distinct first values share no prefix)."""
-    req = GenerationRequest(name, GenerationParams(max_new_tokens=8), prompt="x")
+    req = GenerationRequest(name, GenerationParams(max_new_tokens=8), prompt="x", priority=priority)
     return Sequence(req, list(range(first, first + prompt_len)))
 
 
@@ -80,6 +80,20 @@ def test_prefill_budget_is_shared_in_arrival_order():
     sched.advance(step)
     step = sched.schedule()
     assert [(c.seq.request_id, c.start, c.length) for c in step.prefills] == [("b", 6, 4)]
+
+
+def test_waiting_requests_are_admitted_by_priority_then_arrival():
+    sched = Scheduler(SlotManager(1, min_prefix=0), max_batch=1, prefill_chunk=64)
+    running = _seq("running", 3)
+    sched.add(running)
+    _run_step(sched)
+    low1, high1, mid, high2, low2 = (_seq(n, 3, first=1000 * (i + 2), priority=p) for i, (n, p) in
+                                     enumerate([("low1", 0), ("high1", 9), ("mid", 5), ("high2", 9), ("low2", 0)]))
+    for s in (low1, high1, mid, high2, low2):
+        sched.add(s)
+    assert [s.request_id for s in sched.waiting] == ["high1", "high2", "mid", "low1", "low2"]
+    sched.finish(running)
+    assert sched.schedule().admitted == [high1]
 
 
 def test_request_waits_without_a_free_slot_and_joins_when_one_is_released():
