@@ -19,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
+
+from models.engine.bench import line_params, read_workload  # torch-free: the workload format lives there
 
 POLL_S = 0.2
 READY_TIMEOUT_S = 300.0
@@ -32,11 +33,7 @@ def batch_lines(workload: list[dict[str, Any]], model: str | None) -> str:
     """The workload as a batch upload: one job request per line, keyed by the workload's ids."""
     out = []
     for line in workload:
-        params = dict(line.get("params") or {})
-        for key in ("max_new_tokens", "ignore_eos"):
-            if key in line:
-                params[key] = line[key]
-        job: dict[str, Any] = {"custom_id": str(line["id"]), "params": params}
+        job: dict[str, Any] = {"custom_id": str(line["id"]), "params": line_params(line)}
         job["messages" if "messages" in line else "prompt"] = line.get("messages", line.get("prompt"))
         if model:
             job["model"] = model
@@ -129,11 +126,6 @@ class _Service:
         except subprocess.TimeoutExpired:
             os.killpg(self._proc.pid, signal.SIGKILL)
         self._dir.cleanup()
-
-
-def read_workload(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def main(workload_path: str, url: str | None = None, model: str | None = None) -> int:

@@ -28,13 +28,18 @@ def read_workload(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def to_request(line: dict[str, Any]) -> GenerationRequest:
-    """A workload line as an engine request: its params, with max_new_tokens and ignore_eos on top."""
+def line_params(line: dict[str, Any]) -> dict[str, Any]:
+    """A workload line's generation parameters: its params, with max_new_tokens and ignore_eos on top."""
     params = dict(line.get("params") or {})
     for key in ("max_new_tokens", "ignore_eos"):
         if key in line:
             params[key] = line[key]
-    return GenerationRequest(str(line["id"]), GenerationParams.resolve(params), prompt=line.get("prompt"),
+    return params
+
+
+def to_request(line: dict[str, Any]) -> GenerationRequest:
+    """A workload line as an engine request."""
+    return GenerationRequest(str(line["id"]), GenerationParams.resolve(line_params(line)), prompt=line.get("prompt"),
                              messages=line.get("messages"))
 
 
