@@ -33,6 +33,9 @@ ENV_VARS = (
     "GENQ_GENERATION_DEFAULTS",
     "GENQ_BATCH_SIZE",
     "GENQ_DEVICE",
+    "GENQ_MAX_LEN",
+    "GENQ_KV_BUDGET_MB",
+    "GENQ_DTYPE",
     "GENQ_JOB_TIMEOUT",
     "GENQ_HOST",
     "GENQ_PORT",
@@ -89,6 +92,7 @@ class Settings:
     batch_size: int = 64  # engine batch = worker thread-pool width
     max_len: int = 1024  # tokens of KV cache per running job (prompt + output), one slot each
     kv_budget_mb: int = 4096  # memory for the KV cache of each model; slots = min(batch, budget / slot)
+    dtype: str = "float32"  # compute dtype of the engines: float32 (the reference), bfloat16, float16
     device: str | None = None  # engine device ("cpu", "cuda"); None lets the engine choose
     job_timeout: int = 1800  # seconds a task waits for the engine before failing the job
     host: str = "127.0.0.1"
@@ -142,6 +146,7 @@ class Settings:
             batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
             max_len=_int(env, "GENQ_MAX_LEN", 1024, lo=16, hi=1 << 20),
             kv_budget_mb=_int(env, "GENQ_KV_BUDGET_MB", 4096, lo=1),
+            dtype=_choice(env, "GENQ_DTYPE", "float32", ("float32", "bfloat16", "float16")),
             device=env.get("GENQ_DEVICE") or None,
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),
             host=env.get("GENQ_HOST") or "127.0.0.1",
@@ -241,4 +246,11 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int | None = None,
         raise ConfigError(name, f"{raw!r} is not an integer") from None
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(name, f"{value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
     return value

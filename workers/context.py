@@ -57,7 +57,8 @@ def worker_context(settings: Settings) -> WorkerContext:
                     settings=settings,
                     store=store,
                     host=EngineHost(settings.models, engine_factory(
-                        settings.batch_size, settings.device, settings.max_len, settings.kv_budget_mb)),
+                        settings.batch_size, settings.device, settings.max_len, settings.kv_budget_mb,
+                        settings.dtype)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                     events=DeltaSink(sessions),
                     webhooks=DeliveryContext(

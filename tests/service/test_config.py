@@ -68,3 +68,14 @@ def test_invalid_settings_raise_config_error_naming_the_variable(env: dict[str, 
 )
 def test_postgres_urls_are_pointed_at_psycopg3(url: str, expected: str) -> None:
     assert normalize_url(url) == expected
+
+
+def test_engine_memory_and_dtype_come_from_the_environment():
+    s = Settings.from_env({"GENQ_MAX_LEN": "512", "GENQ_KV_BUDGET_MB": "1024", "GENQ_DTYPE": "bfloat16"})
+    assert (s.max_len, s.kv_budget_mb, s.dtype) == (512, 1024, "bfloat16")
+
+
+def test_an_unknown_dtype_is_refused_naming_the_variable():
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"GENQ_DTYPE": "float8"})
+    assert e.value.variable == "GENQ_DTYPE"
