@@ -90,7 +90,7 @@ class Settings:
     default_model: str = DEFAULT_MODEL_NAME
     generation_defaults: Mapping[str, Any] = field(default_factory=dict)  # the service's defaults
     batch_size: int = 64  # engine batch = worker thread-pool width
-    max_len: int = 1024  # tokens of KV cache per running job (prompt + output), one slot each
+    max_len: int = 2048  # tokens of KV cache per running job (prompt + output), one slot each
     kv_budget_mb: int = 4096  # memory for the KV cache of each model; slots = min(batch, budget / slot)
     dtype: str = "float32"  # compute dtype of the engines: float32 (the reference), bfloat16, float16
     device: str | None = None  # engine device ("cpu", "cuda"); None lets the engine choose
@@ -144,7 +144,7 @@ class Settings:
             default_model=env.get("GENQ_DEFAULT_MODEL") or DEFAULT_MODEL_NAME,
             generation_defaults=parse_generation_defaults(env.get("GENQ_GENERATION_DEFAULTS", "")),
             batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
-            max_len=_int(env, "GENQ_MAX_LEN", 1024, lo=16, hi=1 << 20),
+            max_len=_int(env, "GENQ_MAX_LEN", 2048, lo=16, hi=1 << 20),
             kv_budget_mb=_int(env, "GENQ_KV_BUDGET_MB", 4096, lo=1),
             dtype=_choice(env, "GENQ_DTYPE", "float32", ("float32", "bfloat16", "float16")),
             device=env.get("GENQ_DEVICE") or None,

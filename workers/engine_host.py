@@ -75,7 +75,7 @@ class EngineHost:
         return engine
 
 
-def engine_factory(batch_size: int, device: str | None, max_len: int = 1024,
+def engine_factory(batch_size: int, device: str | None, max_len: int = 2048,
                    kv_budget_mb: int = 4096, dtype: str = "float32") -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
