@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -23,24 +24,22 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at `database_url` to `revision` (creating the SQLite file if needed)."""
-    cfg = alembic_config(database_url)
-    engine = make_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run(command.upgrade, database_url, revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
     """Take the database back to `revision` ("base" removes every table genq made)."""
+    _run(command.downgrade, database_url, revision)
+
+
+def _run(alembic_command: Any, database_url: str, revision: str) -> None:
+    """One Alembic command in one transaction on a connection of our own engine (SQLite pragmas included)."""
     cfg = alembic_config(database_url)
     engine = make_engine(database_url)
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
+            alembic_command(cfg, revision)
     finally:
         engine.dispose()
 
