@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
+from types import SimpleNamespace
 from typing import Any
 
 import requests
@@ -131,18 +133,8 @@ class _Service:
 def main(workload_path: str, url: str | None = None, model: str | None = None) -> int:
     """Run the benchmark and print its JSON line; returns 0 when every job succeeded."""
     workload = read_workload(workload_path)
-    with (_nothing(url) if url else _Service()) as service:
+    with _Service() if url is None else nullcontext(SimpleNamespace(url=url.rstrip("/"))) as service:
         result = run_through_service(service.url, workload, model)
     print(json.dumps(result))
     return 0 if result["succeeded"] == result["requests"] else 1
 
-
-class _nothing:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def __enter__(self) -> "_nothing":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -5,10 +5,9 @@ import random
 
 import pytest
 import torch
-from engine_toys import ALPHABET, TOY_VOCAB, ToyDetokenizer, ToyTemplate, ToyTokenizer
+from engine_toys import ALPHABET, TOY_VOCAB
 
 from models.config import ModelConfig
-from models.engine import Engine, EngineConfig
 from models.engine.types import GenerationRequest
 from models.llama import LlamaNetwork
 from models.params import GenerationParams
@@ -27,19 +26,10 @@ def tiny_llama():
 
 
 @pytest.fixture
-def make_engine(tiny_llama):
-    engines = []
-
-    def make(**kw) -> Engine:
-        cfg, net = tiny_llama
-        e = Engine(net, cfg, ToyTokenizer(), ToyTemplate(), EngineConfig(max_len=256, **kw),
-                   detokenizer_factory=ToyDetokenizer)
-        engines.append(e)
-        return e.start()
-
-    yield make
-    for e in engines:
-        e.stop()
+def make_engine(tiny_llama, toy_engine_factory):
+    """make(**engine_config) -> a started Engine over the tiny Llama."""
+    cfg, net = tiny_llama
+    return lambda **kw: toy_engine_factory(net, cfg, **kw)
 
 
 def _requests(n: int, rng_seed: int = 1, **params) -> list[GenerationRequest]:
