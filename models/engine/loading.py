@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.engine.engine import Engine, EngineConfig
+from models.engine.threads import on_fresh_thread
 
 
 def load_tokenizer(source: str | Path):
@@ -30,10 +31,16 @@ def load_engine(source: str | Path, engine_config: EngineConfig | None = None,
 
     `quantization` ("none" | "int8" | "nf4" | "fp4") swaps the projections for bitsandbytes layers at load;
     a mode the installed bitsandbytes cannot run on the device is refused here, never silently dropped.
+    The torch work (weights, KV cache) runs on a short-lived thread, never on the caller's: see
+    models/engine/threads.py for why that matters to speed.
     """
     from models.quant import load_quantized_network
 
     ec = engine_config or EngineConfig()
-    config, network = load_quantized_network(source, quantization, dtype=ec.torch_dtype, device=ec.device)
-    tokenizer, template = load_tokenizer(source)
-    return Engine(network, config, tokenizer, template, ec)
+
+    def build() -> Engine:
+        config, network = load_quantized_network(source, quantization, dtype=ec.torch_dtype, device=ec.device)
+        tokenizer, template = load_tokenizer(source)
+        return Engine(network, config, tokenizer, template, ec)
+
+    return on_fresh_thread(build)
