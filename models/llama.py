@@ -15,6 +15,7 @@ the cache, then attends:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,31 @@ from models.rope import RotaryEmbedding
 # Decode attention views the slice of slots min..max in place (no gather) while that slice holds at most
 # this many slots per decoding sequence; sparser steps gather their slots' keys instead.
 DENSE_SLOTS_FACTOR = 3
+
+# A projection over fewer rows than this runs on this many, zero-padded. CPU GEMM kernels pick their
+# blocking by row count, and below 8 rows the pick changes a row's result (measured on the default model:
+# float32 differs at 1, 2, 3, 5 and 7 rows, bfloat16 at 1, against the same row among 96; from 8 rows on,
+# and every count padded to 8, each row's result is the same bits). So a sequence's logits do not depend
+# on how many others share its step, and a lone job decodes exactly as it would in a full batch.
+MIN_GEMM_ROWS = 8
+
+# Attention reads keys in whole blocks of this many positions (the hidden ones masked), so that how many keys
+# a step reads (set by its longest sequence, or by where a prompt's chunk ends) cannot change a row's
+# result either: summing over a different count of keys rounds differently, even when the extra keys add 0.
+KEY_BLOCK = 64
+
+
+def key_span(n: int, max_len: int) -> int:
+    """Keys read for a longest position of n - 1: n rounded up to whole KEY_BLOCKs, at most max_len."""
+    return min(-(-n // KEY_BLOCK) * KEY_BLOCK, max_len)
+
+
+def project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) for x (N, in), computed on at least MIN_GEMM_ROWS rows (see above)."""
+    n = x.shape[0]
+    if n >= MIN_GEMM_ROWS:
+        return layer(x)
+    return layer(F.pad(x, (0, 0, 0, MIN_GEMM_ROWS - n)))[:n]
 
 
 class RMSNorm(nn.Module):
@@ -56,10 +82,10 @@ class _Step:
     # are not decoding attend to their position 0 and are dropped).
     decode_slots: torch.Tensor | slice  # (B,) slots to gather, or slice(lo, hi + 1) to view
     decode_rows: torch.Tensor | None  # (B,) each decode token's row among the R, None when row i = token i
-    decode_len: int  # keys per row: longest decode position + 1
+    decode_len: int  # keys per row: longest decode position + 1, rounded up to whole KEY_BLOCKs
     decode_bias: torch.Tensor | None  # (R * KV, group, decode_len) float: 0 = attend, -inf = hidden
     prefills: list[tuple[int, int, int, int]]  # (offset, slot, start, length)
-    prefill_masks: list[torch.Tensor | None]  # (length, start + length) bool, or None = plain causal
+    prefill_biases: list[torch.Tensor]  # (1, length * group, start + length) float: 0 = attend, -inf = hidden
 
 
 class Attention(nn.Module):
@@ -74,7 +100,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
         n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q, k, v = project(self.qkv_proj, x).split(self.split, dim=-1)
         q = RotaryEmbedding.apply(q.view(n, h, hd), step.cos, step.sin)  # (N, H, hd)
         k = RotaryEmbedding.apply(k.view(n, kvh, hd), step.cos, step.sin)  # (N, KV, hd)
         k_cache, v_cache = cache.k[self.layer], cache.v[self.layer]  # (slots, KV, max_len, hd) views
@@ -86,14 +112,32 @@ class Attention(nn.Module):
         b = step.num_decode
         if b:
             out[:b] = self._decode_attention(q[:b], k_cache, v_cache, step)
-        for (offset, slot, start, length), mask in zip(step.prefills, step.prefill_masks):
-            qc = q[offset:offset + length].transpose(0, 1).unsqueeze(0)  # (1, H, T, hd)
-            kc = k_cache[slot, :, :start + length].unsqueeze(0)  # (1, KV, start + T, hd)
-            vc = v_cache[slot, :, :start + length].unsqueeze(0)
-            oc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, is_causal=mask is None,
-                                                enable_gqa=True)
-            out[offset:offset + length] = oc[0].transpose(0, 1)
-        return self.o_proj(out.view(n, h * hd))
+        for (offset, slot, start, length), bias in zip(step.prefills, step.prefill_biases):
+            out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_cache[slot],
+                                                                  v_cache[slot], bias)
+        return project(self.o_proj, out.view(n, h * hd))
+
+    def _prefill_attention(self, q: torch.Tensor, k_slot: torch.Tensor, v_slot: torch.Tensor,
+                           bias: torch.Tensor) -> torch.Tensor:
+        """Attention of one prefill chunk's T queries q (T, H, hd) over the first S keys of their slot
+        (k_slot, v_slot: (KV, max_len, hd)); bias (1, T * group, S): 0 = attend, -inf = hidden.
+
+        Two batched matmuls per kv head, its query heads' rows stacked (t-major): a query row's result
+        then does not depend on how its prompt was cut into chunks (hidden keys add exact zeros), which
+        torch's fused attention does not promise (measured: bfloat16 logits moved by up to 0.3 between a
+        prompt prefilled whole and in three chunks).
+        """
+        t, h, hd = q.shape
+        keys = bias.shape[-1]
+        kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
+        rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
+        pad = max(0, MIN_GEMM_ROWS - t * group)
+        if pad:
+            rows = F.pad(rows, (0, 0, 0, pad))
+            bias = F.pad(bias, (0, 0, 0, pad))
+        scores = torch.baddbmm(bias, rows, k_slot[:, :keys].transpose(1, 2), alpha=hd ** -0.5)
+        o = torch.bmm(scores.softmax(dim=-1), v_slot[:, :keys])  # (KV, rows, hd)
+        return o[:, :t * group].reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
 
     def _decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                           step: _Step) -> torch.Tensor:
@@ -128,8 +172,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = project(self.gate_up_proj, x).chunk(2, dim=-1)
+        return project(self.down_proj, F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -178,7 +222,8 @@ class LlamaNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x, cache, step)
         x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
-        logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
+        head = self.lm_head if self.lm_head is not None else partial(F.linear, weight=self.embed_tokens.weight)
+        logits = project(head, x)
         return logits.float()
 
     def forward_full(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -205,13 +250,14 @@ class LlamaNetwork(nn.Module):
         positions, slots = plan.positions.to(dev), plan.slots.to(dev)
         cos, sin = self._rope.cos_sin(positions)
         window = self.cfg.sliding_window
+        group = self.cfg.num_heads // self.cfg.num_kv_heads
 
         b = plan.num_decode
         decode_slots: torch.Tensor | slice = slots[:b]
         decode_rows, decode_len, decode_bias = None, 0, None
         if b:
             pos = positions[:b]
-            decode_len = int(pos.max()) + 1
+            decode_len = key_span(int(pos.max()) + 1, cache.max_len)
             lo, hi = int(plan.slots[:b].min()), int(plan.slots[:b].max())
             if hi - lo + 1 <= DENSE_SLOTS_FACTOR * b:
                 # view slots lo..hi in place: gathering B slots' keys costs more than reading a few idle ones
@@ -227,21 +273,18 @@ class LlamaNetwork(nn.Module):
                 allowed &= keys[None, :] > pos[:, None] - window
             bias = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
             # every query head of a row shares the row's mask: (R, H, len) -> (R * KV, group, len), heads kv-major
-            group = self.cfg.num_heads // self.cfg.num_kv_heads
             decode_bias = bias[:, None, :].expand(-1, self.cfg.num_heads, -1).reshape(-1, group, decode_len)
 
-        masks: list[torch.Tensor | None] = []
+        biases: list[torch.Tensor] = []
         for offset, slot, start, length in plan.prefills:
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
-            if start == 0 and (window is None or window >= length):
-                masks.append(None)  # square and causal: SDPA's own causal path
-                continue
             q_pos = torch.arange(start, start + length, device=dev)[:, None]  # (T, 1)
-            keys = torch.arange(start + length, device=dev)[None, :]  # (1, S)
+            keys = torch.arange(key_span(start + length, cache.max_len), device=dev)[None, :]  # (1, S)
             allowed = keys <= q_pos
             if window is not None:
                 allowed &= keys > q_pos - window
-            masks.append(allowed)
+            bias = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
+            biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         return _Step(slots, positions, cos, sin, b, decode_slots, decode_rows, decode_len, decode_bias,
-                     list(plan.prefills), masks)
+                     list(plan.prefills), biases)
