@@ -92,7 +92,9 @@ class Settings:
     batch_size: int = 64  # engine batch = worker thread-pool width
     max_len: int = 2048  # tokens of KV cache per running job (prompt + output), one slot each
     kv_budget_mb: int = 4096  # memory for the KV cache of each model; slots = min(batch, budget / slot)
-    dtype: str = "float32"  # compute dtype of the engines: float32 (the reference), bfloat16, float16
+    # compute dtype of the engines: auto (bfloat16 where the device computes it natively, else float32;
+    # models/dtypes.py), float32 (the reference), bfloat16, float16
+    dtype: str = "auto"
     device: str | None = None  # engine device ("cpu", "cuda"); None lets the engine choose
     job_timeout: int = 1800  # seconds a task waits for the engine before failing the job
     host: str = "127.0.0.1"
@@ -146,7 +148,7 @@ class Settings:
             batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
             max_len=_int(env, "GENQ_MAX_LEN", 2048, lo=16, hi=1 << 20),
             kv_budget_mb=_int(env, "GENQ_KV_BUDGET_MB", 4096, lo=1),
-            dtype=_choice(env, "GENQ_DTYPE", "float32", ("float32", "bfloat16", "float16")),
+            dtype=_choice(env, "GENQ_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),
             device=env.get("GENQ_DEVICE") or None,
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),
             host=env.get("GENQ_HOST") or "127.0.0.1",

@@ -71,12 +71,14 @@ class EngineHost:
         except Exception as e:
             log.exception("loading model %s failed", spec.name)
             raise ModelUnavailable(f"model {spec.name!r} failed to load: {type(e).__name__}: {e}") from e
-        log.info("model %s ready in %.1fs", spec.name, time.perf_counter() - started)
+        ec = getattr(engine, "engine_config", None)
+        log.info("model %s ready in %.1fs (%s, %s)", spec.name, time.perf_counter() - started,
+                 getattr(ec, "device", "?"), getattr(ec, "dtype", "?"))
         return engine
 
 
 def engine_factory(batch_size: int, device: str | None, max_len: int = 2048,
-                   kv_budget_mb: int = 4096, dtype: str = "float32") -> EngineFactory:
+                   kv_budget_mb: int = 4096, dtype: str = "auto") -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
     def build(spec: ModelSpec) -> Any:

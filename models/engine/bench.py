@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--prefill-chunk", type=int, default=512)
     ap.add_argument("--kv-budget-mb", type=int, default=2048)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
     a = ap.parse_args(argv)
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     engine.start()
     try:
         result = run_workload(engine, read_workload(a.workload))
+        result["dtype"] = engine.engine_config.dtype
         if a.stats:
             print(json.dumps(engine.stats()), file=sys.stderr)
     finally:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from models.batch import KVCache
+from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
 from models.engine.runner import ModelRunner
 from models.engine.sampling import Sampler, TokenLogprob
 from models.engine.scheduler import Scheduler
@@ -32,7 +33,6 @@ from models.engine.types import (
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class EngineConfigError(ValueError):
@@ -48,6 +48,7 @@ class EngineConfig:
     max_len: most positions (prompt + generated) of one sequence, capped by the model's context.
     prefill_chunk: most prompt tokens computed in one step (decode tokens come on top).
     prefix_cache_min: shortest shared prompt prefix reused from another slot (0: no prefix cache).
+    dtype: float32 | bfloat16 | float16, or auto (models/dtypes.py), resolved when the config is made.
     """
 
     max_batch: int = 64
@@ -68,16 +69,17 @@ class EngineConfig:
             raise EngineConfigError(f"prefix_cache_min must be a non-negative integer, got {self.prefix_cache_min!r}")
         if isinstance(self.dtype, torch.dtype):
             self.dtype = str(self.dtype).removeprefix("torch.")
-        if self.dtype not in _DTYPES:
-            raise EngineConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise EngineConfigError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {self.dtype!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as e:
             raise EngineConfigError(f"device {self.device!r}: {e}") from None
+        self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" becomes what the device runs natively
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+        return DTYPES[self.dtype]
 
 
 class RequestHandle:
@@ -226,7 +228,7 @@ class Engine:
             self._fail_everything(EngineStopped("the engine was stopped"))
 
     def stats(self) -> dict[str, Any]:
-        return {"n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
+        return {"dtype": self.engine_config.dtype, "n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
                 "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
                 "prefix_reused_tokens": self.scheduler.slots.reused_tokens}

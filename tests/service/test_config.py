@@ -79,3 +79,7 @@ def test_an_unknown_dtype_is_refused_naming_the_variable():
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"GENQ_DTYPE": "float8"})
     assert e.value.variable == "GENQ_DTYPE"
+
+
+def test_the_dtype_defaults_to_auto():
+    assert Settings.from_env({}).dtype == "auto"
