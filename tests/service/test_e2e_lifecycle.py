@@ -62,7 +62,9 @@ class Service:
         self.workers: list[Child] = []
 
     def start_worker(self, **env: str) -> Child:
-        child = Child(["worker", "--models", TINY_MODEL], {**self.env, **env}, cwd=self.tmp)
+        # models only: its thread pool is then exactly GENQ_BATCH_SIZE wide, which the tests below count on
+        # (a worker that also serves webhooks has their threads too, and they take model jobs as well)
+        child = Child(["worker", "--models", TINY_MODEL, "--queues", "models"], {**self.env, **env}, cwd=self.tmp)
         self.workers.append(child)
         child.wait_for_line("ready in", START_TIMEOUT_S)  # the preloaded model is ready
         return child
