@@ -47,12 +47,25 @@ def key_span(n: int, max_len: int) -> int:
     return min(-(-n // KEY_BLOCK) * KEY_BLOCK, max_len)
 
 
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """x with zero rows appended along dim -2 up to MIN_GEMM_ROWS (x itself when it has as many)."""
+    short = MIN_GEMM_ROWS - x.shape[-2]
+    return F.pad(x, (0, 0, 0, short)) if short > 0 else x
+
+
 def project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """layer(x) for x (N, in), computed on at least MIN_GEMM_ROWS rows (see above)."""
-    n = x.shape[0]
-    if n >= MIN_GEMM_ROWS:
-        return layer(x)
-    return layer(F.pad(x, (0, 0, 0, MIN_GEMM_ROWS - n)))[:n]
+    return layer(pad_rows(x))[:x.shape[0]]
+
+
+def attention_bias(q_pos: torch.Tensor, keys: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """(Q, keys) additive mask for queries at positions q_pos (Q,): 0 where a query sees the key (causal, and
+    within the sliding window if any), -inf where it does not."""
+    k = torch.arange(keys, device=q_pos.device)[None, :]
+    allowed = k <= q_pos[:, None]
+    if window is not None:
+        allowed &= k > q_pos[:, None] - window
+    return torch.zeros(allowed.shape, dtype=dtype, device=q_pos.device).masked_fill_(~allowed, float("-inf"))
 
 
 class RMSNorm(nn.Module):
@@ -130,12 +143,8 @@ class Attention(nn.Module):
         t, h, hd = q.shape
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
-        rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
-        pad = max(0, MIN_GEMM_ROWS - t * group)
-        if pad:
-            rows = F.pad(rows, (0, 0, 0, pad))
-            bias = F.pad(bias, (0, 0, 0, pad))
-        scores = torch.baddbmm(bias, rows, k_slot[:, :keys].transpose(1, 2), alpha=hd ** -0.5)
+        rows = pad_rows(q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd))
+        scores = torch.baddbmm(pad_rows(bias), rows, k_slot[:, :keys].transpose(1, 2), alpha=hd ** -0.5)
         o = torch.bmm(scores.softmax(dim=-1), v_slot[:, :keys])  # (KV, rows, hd)
         return o[:, :t * group].reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
 
@@ -267,11 +276,7 @@ class LlamaNetwork(nn.Module):
                     row_pos = torch.zeros(hi - lo + 1, dtype=torch.long, device=dev)  # idle rows: key 0 only
                     row_pos[decode_rows] = pos
                     pos = row_pos
-            keys = torch.arange(decode_len, device=dev)
-            allowed = keys[None, :] <= pos[:, None]  # (R, decode_len)
-            if window is not None:
-                allowed &= keys[None, :] > pos[:, None] - window
-            bias = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
+            bias = attention_bias(pos, decode_len, window, self.dtype)  # (R, decode_len)
             # every query head of a row shares the row's mask: (R, H, len) -> (R * KV, group, len), heads kv-major
             decode_bias = bias[:, None, :].expand(-1, self.cfg.num_heads, -1).reshape(-1, group, decode_len)
 
@@ -279,12 +284,8 @@ class LlamaNetwork(nn.Module):
         for offset, slot, start, length in plan.prefills:
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
-            q_pos = torch.arange(start, start + length, device=dev)[:, None]  # (T, 1)
-            keys = torch.arange(key_span(start + length, cache.max_len), device=dev)[None, :]  # (1, S)
-            allowed = keys <= q_pos
-            if window is not None:
-                allowed &= keys > q_pos - window
-            bias = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(~allowed, float("-inf"))
+            q_pos = torch.arange(start, start + length, device=dev)
+            bias = attention_bias(q_pos, key_span(start + length, cache.max_len), window, self.dtype)  # (T, S)
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         return _Step(slots, positions, cos, sin, b, decode_slots, decode_rows, decode_len, decode_bias,
                      list(plan.prefills), biases)

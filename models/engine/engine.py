@@ -34,7 +34,6 @@ from models.engine.types import (
 log = logging.getLogger(__name__)
 
 
-
 class EngineConfigError(ValueError):
     """An engine setting is invalid."""
 
@@ -228,7 +227,8 @@ class Engine:
             self._fail_everything(EngineStopped("the engine was stopped"))
 
     def stats(self) -> dict[str, Any]:
-        return {"dtype": self.engine_config.dtype, "n_slots": self.n_slots, "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
+        return {"dtype": self.engine_config.dtype, "n_slots": self.n_slots, "max_len": self.max_len,
+                "steps": self.steps, "step_tokens": self.step_tokens,
                 "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
                 "prefix_reused_tokens": self.scheduler.slots.reused_tokens}
