@@ -10,10 +10,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch  # imported where tensors are made: the API reads tokenizers from GGUF files without torch
 
 _MAGIC = b"GGUF"
 
@@ -117,6 +119,8 @@ class GGUFFile:
 
     def tensor(self, name: str) -> torch.Tensor:
         """The named tensor as float32 (quantized types dequantized), in torch dimension order."""
+        import torch
+
         info = self.tensors[name]
         if info.type_id not in TENSOR_TYPES:
             raise GGUFError(f"tensor {name} has type {info.type_name}, which this reader cannot dequantize")

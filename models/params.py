@@ -11,6 +11,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from models.echo import short
+
 # A job finishes for exactly one of these reasons.
 FINISH_REASONS = ("eos", "length", "stop", "canceled")
 
@@ -18,9 +20,18 @@ FINISH_REASONS = ("eos", "length", "stop", "canceled")
 # says otherwise. They match GenerationConfig's defaults except max_new_tokens (20 there).
 SERVICE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 256}
 
+MAX_PARAM_NAME = 64  # an unknown parameter's name longer than this is quoted short in the error
 MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_CHARS = 256  # each stop string; they are searched for after every token
+MAX_STOP_TOKEN_IDS = 256
 MAX_LOGPROBS = 20
 SEED_MAX = 2**63 - 1  # a seed fits a signed 64-bit integer
+# Ceilings that hold whatever the model (the model's own, lower ones: ModelLimits below). Every integer
+# parameter is thereby far inside int64, which the sampler's tensors hold them in.
+MAX_CONTEXT = 1 << 20  # positions of one sequence (GENQ_MAX_LEN's ceiling)
+MAX_VOCAB = 1 << 24  # token ids (and top_k) stay below this
+MAX_TEMPERATURE = 100.0  # beyond it every row is uniform to float precision
+MAX_REPETITION_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,17 +50,17 @@ class Bound:
 
 
 BOUNDS: dict[str, Bound] = {
-    "max_new_tokens": Bound("int", lo=1),
-    "min_new_tokens": Bound("int", lo=0),
+    "max_new_tokens": Bound("int", lo=1, hi=MAX_CONTEXT),
+    "min_new_tokens": Bound("int", lo=0, hi=MAX_CONTEXT),
     "do_sample": Bound("bool"),
-    "temperature": Bound("float", lo=0.0, lo_open=True),
-    "top_k": Bound("int", lo=0),
+    "temperature": Bound("float", lo=0.0, hi=MAX_TEMPERATURE, lo_open=True),
+    "top_k": Bound("int", lo=0, hi=MAX_VOCAB),
     "top_p": Bound("float", lo=0.0, hi=1.0, lo_open=True),
     "min_p": Bound("float", lo=0.0, hi=1.0),
-    "repetition_penalty": Bound("float", lo=0.0, lo_open=True),
+    "repetition_penalty": Bound("float", lo=0.0, hi=MAX_REPETITION_PENALTY, lo_open=True),
     "presence_penalty": Bound("float", lo=-2.0, hi=2.0),
     "frequency_penalty": Bound("float", lo=-2.0, hi=2.0),
-    "no_repeat_ngram_size": Bound("int", lo=0),
+    "no_repeat_ngram_size": Bound("int", lo=0, hi=MAX_CONTEXT),
     "ignore_eos": Bound("bool"),
     "seed": Bound("int", lo=0, hi=SEED_MAX, nullable=True),
     "logprobs": Bound("int", lo=0, hi=MAX_LOGPROBS, nullable=True),
@@ -85,6 +96,11 @@ class GenerationParams:
     logprobs: int | None = None  # None: off; 0: the chosen token's; N: also the top N alternatives
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ParamError unless every field is within its bound (construction does this; the engine does it
+        again at submit, for a record that did not come through the constructor)."""
         for name, bound in BOUNDS.items():
             if bound.nullable and getattr(self, name) is None:
                 continue
@@ -100,10 +116,14 @@ class GenerationParams:
             raise ParamError("stop", "must be a list of non-empty strings")
         if len(self.stop) > MAX_STOP_STRINGS:
             raise ParamError("stop", f"at most {MAX_STOP_STRINGS} stop strings")
+        if any(len(s) > MAX_STOP_STRING_CHARS for s in self.stop):
+            raise ParamError("stop", f"each stop string has at most {MAX_STOP_STRING_CHARS} characters")
         if not isinstance(self.stop_token_ids, tuple) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_VOCAB for t in self.stop_token_ids
         ):
-            raise ParamError("stop_token_ids", "must be a list of non-negative integers")
+            raise ParamError("stop_token_ids", f"must be a list of integers in [0, {MAX_VOCAB})")
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            raise ParamError("stop_token_ids", f"at most {MAX_STOP_TOKEN_IDS} stop token ids")
 
     @classmethod
     def resolve(
@@ -121,7 +141,8 @@ class GenerationParams:
         known = {f.name for f in fields(cls)}
         for key in request or {}:
             if key not in known:
-                raise ParamError(f"params.{key}", "unknown generation parameter")
+                name = key if isinstance(key, str) and len(key) <= MAX_PARAM_NAME else short(key)
+                raise ParamError(f"params.{name}", "unknown generation parameter")
         merged: dict[str, Any] = {}
         for source in (SERVICE_DEFAULTS, service_defaults or {}, model_defaults or {}):
             merged.update({k: v for k, v in source.items() if k in known and v is not None})
@@ -154,6 +175,53 @@ class GenerationParams:
         d["stop"] = tuple(d.get("stop") or ())
         d["stop_token_ids"] = tuple(d.get("stop_token_ids") or ())
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What one served model can take: token ids below `vocab_size` (None: unknown, unchecked) and at most
+    `context_length` positions per sequence (prompt + new tokens), the length the engine enforces."""
+
+    vocab_size: int | None
+    context_length: int
+
+
+class ContextOverflow(ParamError):
+    """The prompt and max_new_tokens together do not fit the model's context."""
+
+
+def check_for_model(params: GenerationParams, limits: ModelLimits) -> None:
+    """Raise ParamError (field "params.<name>") where `params` exceeds a bound that depends on the model.
+
+    Checked where the model is known: by the API against the served model's catalog entry, and by the
+    engine at submit against the network it runs.
+    """
+    vocab, context = limits.vocab_size, limits.context_length
+    if vocab is not None:
+        if params.do_sample and params.top_k > vocab:  # (greedy decoding does not use it: a default 50 may stay)
+            raise ParamError("params.top_k", f"must be <= {vocab} (the model's vocabulary size)")
+        if params.logprobs is not None and params.logprobs > vocab:
+            raise ParamError("params.logprobs", f"must be <= {vocab} (the model's vocabulary size)")
+        if any(t >= vocab for t in params.stop_token_ids):
+            raise ParamError("params.stop_token_ids", f"must be token ids below {vocab} (the model's vocabulary size)")
+    if params.no_repeat_ngram_size > context:
+        raise ParamError("params.no_repeat_ngram_size", f"must be <= {context} (the model's context length)")
+    check_fits(1, params.max_new_tokens, context)  # any prompt has at least one token
+
+
+def check_fits(prompt_tokens: int, max_new_tokens: int, context_length: int, prompt_field: str = "prompt") -> None:
+    """Raise ContextOverflow unless a prompt of `prompt_tokens` tokens plus `max_new_tokens` fits the context.
+
+    The field is the prompt's when the prompt alone leaves no room for a token, else params.max_new_tokens.
+    """
+    if prompt_tokens + max_new_tokens <= context_length:
+        return
+    if prompt_tokens >= context_length:
+        raise ContextOverflow(prompt_field, f"the prompt is {prompt_tokens} tokens; the model's context length is "
+                                            f"{context_length}, and at least one new token must fit")
+    raise ContextOverflow("params.max_new_tokens",
+                          f"must be <= {context_length - prompt_tokens} for this prompt of {prompt_tokens} tokens "
+                          f"(the model's context length is {context_length})")
 
 
 def _int(p: GenerationParams, name: str, lo: float | None = None, hi: float | None = None) -> None:

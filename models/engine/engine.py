@@ -18,7 +18,7 @@ from models.batch import KVCache
 from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
 from models.engine.runner import ModelRunner
 from models.engine.sampling import Sampler, TokenLogprob
-from models.engine.scheduler import Scheduler
+from models.engine.scheduler import ScheduledStep, Scheduler
 from models.engine.sequence import Detokenizer, Sequence, SeqStatus
 from models.engine.slots import SlotManager
 from models.engine.types import (
@@ -28,8 +28,12 @@ from models.engine.types import (
     EventListener,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
     PromptTooLong,
 )
+from models.echo import clip
+from models.params import ContextOverflow, GenerationParams, ModelLimits, ParamError, check_fits, check_for_model
+from models.prompting import PromptError, prompt_ids as encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.max_len = min(int(config.max_position_embeddings), ec.max_len)
+        # what a request must stay within (checked at submit): the network's vocabulary, this engine's max_len
+        self.limits = ModelLimits(vocab_size=int(config.vocab_size), context_length=self.max_len)
         per_slot = KVCache.bytes_per_slot(config.num_layers, config.num_kv_heads, self.max_len, config.head_dim,
                                           ec.torch_dtype)
         self.n_slots = min(ec.max_batch, ec.kv_budget_bytes // per_slot)
@@ -161,25 +167,21 @@ class Engine:
     # ---- the submitter's side (any thread) ----
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids: chat messages rendered with the model's template, or the raw prompt."""
-        if request.messages is not None:
-            if self.chat_template is None:
-                raise EngineError("this model has no chat template: send a prompt instead of messages")
-            text = self.chat_template.render(request.messages, add_generation_prompt=True)
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
-        if request.prompt is None:
-            raise EngineError("a request needs a prompt or messages")
-        return list(self.tokenizer.encode(request.prompt, add_special_tokens=True))
+        """The prompt's token ids: chat messages rendered with the model's template, or the raw prompt
+        (models/prompting.py, which the API counts prompt tokens with too). Raises InvalidRequest."""
+        try:
+            return encode_prompt(self.tokenizer, self.chat_template, request.prompt, request.messages)
+        except PromptError as e:
+            raise InvalidRequest(clip(str(e))) from None
+        except (TypeError, ValueError) as e:  # e.g. a prompt that is not a string, from a record made by hand
+            raise InvalidRequest(clip(f"prompt: {type(e).__name__}: {e}")) from None
 
     def submit(self, request: GenerationRequest, on_event: EventListener | None = None) -> RequestHandle:
-        """Queue a request; raises PromptTooLong (prompt + max_new_tokens over max_len) or EngineStopped now."""
+        """Queue a request. Raises now, in the caller's thread, for anything that would fail in the batch:
+        InvalidRequest (a parameter past the model's bounds, a prompt that cannot be encoded), PromptTooLong
+        (prompt + max_new_tokens over max_len), or EngineStopped. A request admitted here can fail only alone."""
         prompt_ids = self.encode(request)
-        if not prompt_ids:
-            raise EngineError("the prompt is empty")
-        need = len(prompt_ids) + request.params.max_new_tokens
-        if need > self.max_len:
-            raise PromptTooLong(f"prompt of {len(prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens}"
-                                f" exceeds the engine's max_len of {self.max_len} tokens")
+        self.check(request, prompt_ids)
         seq = Sequence(request, prompt_ids, eos_token_ids=self.eos_token_ids,
                        detokenizer=self._detokenizer(prompt_ids), listener=on_event)
         if request.params.do_sample:
@@ -192,6 +194,24 @@ class Engine:
             self._inbox.append(seq)
             self._cond.notify()
         return handle
+
+    def check(self, request: GenerationRequest, prompt_ids: list[int]) -> None:
+        """Refuse a request whose parameters or prompt this engine's model cannot take (see submit)."""
+        params = request.params
+        if not isinstance(params, GenerationParams):
+            raise InvalidRequest(f"params must be GenerationParams, not {type(params).__name__}")
+        try:
+            params.validate()  # again: a record may have been changed or made without its constructor
+            check_for_model(params, self.limits)
+            field = "messages" if request.messages is not None else "prompt"
+            check_fits(len(prompt_ids), params.max_new_tokens, self.max_len, field)
+        except ContextOverflow as e:
+            raise PromptTooLong(clip(str(e))) from None
+        except ParamError as e:
+            raise InvalidRequest(clip(str(e) if e.field.startswith("params") else f"params.{e}")) from None
+        vocab = self.limits.vocab_size
+        if vocab is not None and (min(prompt_ids) < 0 or max(prompt_ids) >= vocab):
+            raise InvalidRequest(f"prompt: it encodes to token ids outside the network's vocabulary of {vocab}")
 
     def _detokenizer(self, prompt_ids: list[int]) -> Detokenizer:
         if self._detokenizer_factory is None:
@@ -249,15 +269,20 @@ class Engine:
                     self.scheduler.add(seq)
                 for seq in cancels:
                     if seq.status is not SeqStatus.FINISHED:
-                        self._finish(seq, "canceled")
+                        self._isolated(seq, self._finish, seq, "canceled")
                 self.step()
-            except Exception as e:  # the step itself broke: nothing can be trusted, fail every request
+            except Exception as e:  # the engine's own bookkeeping broke: nothing can be trusted, fail every request
                 log.exception("engine step failed")
-                self._fail_everything(EngineError(f"engine step failed: {type(e).__name__}: {e}"))
+                self._fail_everything(EngineError(clip(f"engine step failed: {type(e).__name__}: {e}")))
         self._fail_everything(EngineStopped("the engine was stopped"))
 
     def step(self) -> None:
-        """One iteration: schedule, run, sample, collect. Runs on the engine thread."""
+        """One iteration: schedule, run, sample, collect. Runs on the engine thread.
+
+        A failure that belongs to one sequence (its sampling, stop checks, detokenizing, events) fails that
+        sequence alone and the others go on. A failed forward fails the step's sequences (their slots may
+        hold half-written keys), and the engine goes on with the rest.
+        """
         t0 = time.perf_counter()
         step = self.scheduler.schedule()
         if not step:
@@ -265,29 +290,70 @@ class Engine:
         for seq in step.admitted:
             self._emit(seq, EngineEvent("started", seq.request_id))
         t1 = time.perf_counter()
-        logits = self.runner.run(step)
+        try:
+            logits = self.runner.run(step)
+        except Exception as e:
+            log.exception("engine forward failed; failing the %d sequences of its step", len(self._in_step(step)))
+            error = EngineError(clip(f"engine step failed: {type(e).__name__}: {e}"))
+            for seq in self._in_step(step):
+                self._fail(seq, error, keep_cache=False)
+            return
         self.scheduler.advance(step)
         self.steps += 1
         self.step_tokens += step.num_tokens
         t2 = time.perf_counter()
         rows = step.sampled
-        if rows:
-            out = self.sampler.sample(logits, rows)
+        sampled = self._sample(logits, rows) if rows else []
         t3 = time.perf_counter()
         self.timings["schedule"] += t1 - t0
         self.timings["forward"] += t2 - t1
         self.timings["sample"] += t3 - t2
         if not rows:  # only unfinished prompt chunks this step
             return
-        for seq, token_id, lp in zip(rows, out.token_ids, out.logprobs):
-            if seq.status is SeqStatus.FINISHED:
+        for seq, choice in zip(rows, sampled):
+            if choice is None or seq.status is SeqStatus.FINISHED:
                 continue
-            try:
-                self._collect(seq, token_id, lp)
-            except Exception as e:  # this request's own post-processing failed: fail it alone
-                log.exception("request %s failed", seq.request_id)
-                self._fail(seq, EngineError(f"request failed: {type(e).__name__}: {e}"))
+            self._isolated(seq, self._collect, seq, *choice)
         self.timings["collect"] += time.perf_counter() - t3
+
+    def _in_step(self, step: ScheduledStep) -> list[Sequence]:
+        """The sequences whose slots a step writes: its decodes and prefills, and any moved there by a copy."""
+        seqs = {id(s): s for s in [*step.decodes, *(c.seq for c in step.prefills)]}
+        copied_to = {dst for _, dst, _ in step.copies}
+        for seq in self.scheduler.running:
+            if seq.slot in copied_to:
+                seqs.setdefault(id(seq), seq)
+        return [s for s in seqs.values() if s.status is not SeqStatus.FINISHED]
+
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> list[tuple[int, TokenLogprob | None] | None]:
+        """One (token id, logprob) per row, all rows at once. If that raises, each row alone: a row that
+        raises by itself fails its sequence (None in its place), and the others keep their tokens."""
+        try:
+            out = self.sampler.sample(logits, rows)
+            return list(zip(out.token_ids, out.logprobs))
+        except Exception:
+            log.warning("sampling a step of %d rows failed; sampling them one by one", len(rows), exc_info=True)
+        choices: list[tuple[int, TokenLogprob | None] | None] = []
+        for i, seq in enumerate(rows):
+            try:
+                one = self.sampler.sample(logits[i:i + 1], [seq])
+                choices.append((one.token_ids[0], one.logprobs[0]))
+            except Exception as e:
+                log.exception("sampling request %s failed", seq.request_id)
+                self._fail(seq, EngineError(clip(f"request failed: {type(e).__name__}: {e}")))
+                choices.append(None)
+        return choices
+
+    def _isolated(self, seq: Sequence, work: Callable[..., None], *args: Any) -> None:
+        """Run one sequence's own post-processing; if it raises, that sequence fails alone."""
+        try:
+            work(*args)
+        except Exception as e:
+            log.exception("request %s failed", seq.request_id)
+            with self._cond:
+                unresolved = id(seq) in self._handles
+            if unresolved:  # (it may have failed after handing out its result: then it stays as it ended)
+                self._fail(seq, EngineError(clip(f"request failed: {type(e).__name__}: {e}")))
 
     def _collect(self, seq: Sequence, token_id: int, lp: TokenLogprob | None) -> None:
         seq.output_ids.append(token_id)

@@ -5,24 +5,9 @@ from pathlib import Path
 
 from models.engine.engine import Engine, EngineConfig
 from models.engine.threads import on_fresh_thread
+from models.prompting import load_tokenizer
 
-
-def load_tokenizer(source: str | Path):
-    """The model's tokenizer and chat template (None when the model has none)."""
-    from models.chat_template import ChatTemplate
-    from models.tokenizer import Tokenizer
-
-    path = Path(source)
-    if path.is_dir():
-        tokenizer = Tokenizer.from_hf_dir(path)
-    else:
-        from models.gguf import GGUFFile
-
-        tokenizer = Tokenizer.from_gguf(GGUFFile(path))
-    template = None
-    if tokenizer.chat_template:
-        template = ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
-    return tokenizer, template
+__all__ = ["load_engine", "load_tokenizer"]
 
 
 def load_engine(source: str | Path, engine_config: EngineConfig | None = None,

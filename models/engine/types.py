@@ -17,6 +17,13 @@ class PromptTooLong(EngineError):
     code = "prompt_too_long"
 
 
+class InvalidRequest(EngineError):
+    """The request is outside what the engine's model can take (a parameter past the model's bounds, a prompt
+    that cannot be rendered or holds ids outside the vocabulary); refused at submit, so it never joins a batch."""
+
+    code = "invalid_request"
+
+
 class EngineStopped(EngineError):
     code = "engine_stopped"
 
