@@ -23,6 +23,7 @@ def list_models() -> Response:
                 "source": model.spec.kind,
                 "quantization": model.spec.quantization,
                 "context_length": model.context_length,
+                "vocab_size": model.vocab_size,
                 "generation_defaults": defaults.to_dict(),
             }
         )

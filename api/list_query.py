@@ -17,6 +17,7 @@ from api.errors import ApiError
 from api.parsing import check_storable_text
 from genq.listing import JobFilter
 from genq.schema import JobStatus
+from models.echo import short
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 MAX_METADATA_FILTERS = 8
@@ -41,7 +42,7 @@ def parse_list_query(args: MultiDict[str, str]) -> tuple[JobFilter, int, str | N
             check_storable_text(value, name)  # compared with stored JSON: PostgreSQL refuses NUL in it
             metadata.append((key, value))
         elif name not in _PARAMS:
-            raise ApiError(422, "unknown_field", f"unknown query parameter {name!r}; known: "
+            raise ApiError(422, "unknown_field", f"unknown query parameter {short(name)}; known: "
                            f"{', '.join(_PARAMS)}, metadata[<key>]", name)
     if len(metadata) > MAX_METADATA_FILTERS:
         raise ApiError(422, "invalid_value", f"at most {MAX_METADATA_FILTERS} metadata filters", "metadata")
@@ -49,7 +50,8 @@ def parse_list_query(args: MultiDict[str, str]) -> tuple[JobFilter, int, str | N
     statuses = tuple(dict.fromkeys(s.strip() for v in args.getlist("status") for s in v.split(",") if s.strip()))
     for status in statuses:
         if status not in _STATUSES:
-            raise ApiError(422, "invalid_value", f"unknown status {status!r}; one of {', '.join(_STATUSES)}", "status")
+            raise ApiError(422, "invalid_value", f"unknown status {short(status)}; one of {', '.join(_STATUSES)}",
+                           "status")
     if "status" in args and not statuses:
         raise ApiError(422, "invalid_value", "give at least one status", "status")
 

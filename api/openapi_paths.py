@@ -85,8 +85,11 @@ def _create_job(settings: Settings) -> Schema:
             "413": error(f"`payload_too_large`: the body is over {settings.max_body_bytes} bytes."),
             "415": error("`unsupported_media_type`: the body is not declared `application/json`."),
             "422": error("The body is not a valid job: `invalid_body`, `unknown_field`, `invalid_value`, "
-                         "`invalid_input`, `unknown_model`, `invalid_param`, `webhook_url_invalid`, "
-                         "`webhook_url_forbidden`, `webhook_url_unresolvable`, `webhook_events_filter_invalid`; "
+                         "`invalid_input`, `unknown_model`, `invalid_param`, `context_length_exceeded` (the prompt's "
+                         "tokens plus `params.max_new_tokens` do not fit the model's `context_length`; `field` is "
+                         "`params.max_new_tokens`, or `prompt` / `messages` when the prompt alone fills it), "
+                         "`webhook_url_invalid`, `webhook_url_forbidden`, `webhook_url_unresolvable`, "
+                         "`webhook_events_filter_invalid`; "
                          "`field` names the field. A bad `Idempotency-Key` or `Prefer: wait` (`invalid_value`) "
                          "or a key reused with another body (`idempotency_key_reused`) names the header."),
             "503": error("`queue_unavailable`: the broker refused the job; it was recorded as failed."),

@@ -27,7 +27,16 @@ from genq.schema_events import DELIVERY_STATUSES
 from genq.webhooks.deliver import Outcome
 from genq.webhooks.events import EVENTS, FILTER_FIELD
 from genq.webhooks.urls import MAX_URL_LENGTH
-from models.params import BOUNDS, FINISH_REASONS, MAX_STOP_STRINGS, Bound, GenerationParams
+from models.params import (
+    BOUNDS,
+    FINISH_REASONS,
+    MAX_STOP_STRING_CHARS,
+    MAX_STOP_STRINGS,
+    MAX_STOP_TOKEN_IDS,
+    MAX_VOCAB,
+    Bound,
+    GenerationParams,
+)
 
 Schema = dict[str, Any]
 
@@ -87,6 +96,16 @@ def param_schema(bound: Bound) -> Schema:
     return nullable(schema) if bound.nullable else schema
 
 
+# bounds that depend on the model (models.params.check_for_model / check_fits), stated where they apply
+_MODEL_BOUNDS = {
+    "max_new_tokens": "The prompt's tokens plus this must fit the model's `context_length` (GET /v1/models), "
+                      "else 422 `context_length_exceeded`.",
+    "top_k": "When sampling, at most the model's `vocab_size` (GET /v1/models).",
+    "logprobs": "At most the model's `vocab_size`.",
+    "no_repeat_ngram_size": "At most the model's `context_length`.",
+}
+
+
 def _params_properties(request: bool) -> dict[str, Schema]:
     """Every generation parameter, in GenerationParams' order; `request`: as a client may send it."""
     out: dict[str, Schema] = {}
@@ -94,13 +113,17 @@ def _params_properties(request: bool) -> dict[str, Schema]:
         if f.name in BOUNDS:
             schema = param_schema(BOUNDS[f.name])
         elif f.name == "stop":
-            strings = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": MAX_STOP_STRINGS}
+            one = {"type": "string", "minLength": 1, "maxLength": MAX_STOP_STRING_CHARS}
+            strings = {"type": "array", "items": one, "maxItems": MAX_STOP_STRINGS}
             # a request may give one stop string alone; the resolved record always holds a list
-            schema = {"oneOf": [{"type": "string", "minLength": 1}, strings]} if request else strings
+            schema = {"oneOf": [one, strings]} if request else strings
         elif f.name == "stop_token_ids":
-            schema = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+            schema = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_VOCAB - 1},
+                      "maxItems": MAX_STOP_TOKEN_IDS, "description": "Token ids below the model's `vocab_size`."}
         else:  # a parameter added to GenerationParams without a bound or a case here: fail loudly
             raise TypeError(f"no schema for generation parameter {f.name!r}")
+        if f.name in _MODEL_BOUNDS:
+            schema = {**schema, "description": _MODEL_BOUNDS[f.name]}
         # no `default`: it depends on the model (GET /v1/models shows each model's generation_defaults)
         out[f.name] = schema
     return out
@@ -259,7 +282,11 @@ def _model() -> Schema:
         "default": {"type": "boolean"},
         "source": {"type": "string", "enum": ["gguf", "hf"]},  # genq.config.ModelSpec.kind
         "quantization": {"type": ["string", "null"]},
-        "context_length": {"type": ["integer", "null"]},
+        "context_length": {"type": "integer", "minimum": 1,
+                           "description": "the most tokens one job may have, its prompt plus `max_new_tokens`: "
+                                          "GENQ_MAX_LEN capped by the model's own context length"},
+        "vocab_size": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "`top_k` (when sampling), `logprobs` and `stop_token_ids` stay within it"},
         "generation_defaults": ref("GenerationParams"),
     })
 

@@ -10,16 +10,19 @@ from flask import Request
 
 from api.errors import ApiError
 from api.webhook_fields import parse_webhook
-from genq.catalog import Catalog
+from genq.catalog import Catalog, ServedModel
 from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
 from genq.webhooks import AllowList
-from models.params import ParamError
+from models.echo import short
+from models.params import ContextOverflow, GenerationParams, ParamError
+from models.prompting import PromptError
 
 JOB_FIELDS = (
     "model", "prompt", "messages", "params", "metadata", "webhook", "webhook_events_filter", *SCHEDULE_FIELDS
 )
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
+MAX_FIELD_NAME = 64  # an unknown field's name longer than this is quoted short in the error
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def parse_new_job(
     check_storable_text(body)
     for key in body:
         if key not in JOB_FIELDS:
-            raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(JOB_FIELDS)}", key)
+            raise ApiError(422, "unknown_field", f"unknown field {short(key)}; known: {', '.join(JOB_FIELDS)}",
+                           _field_name(key))
 
     model_name = body.get("model")
     if model_name is None:
@@ -90,7 +94,7 @@ def parse_new_job(
         found = catalog.get(model_name)
         if found is None:
             served = ", ".join(m.name for m in catalog.all())
-            raise ApiError(422, "unknown_model", f"model {model_name!r} is not served; served: {served}", "model")
+            raise ApiError(422, "unknown_model", f"model {short(model_name)} is not served; served: {served}", "model")
         model = found
 
     has_prompt, has_messages = body.get("prompt") is not None, body.get("messages") is not None
@@ -110,7 +114,26 @@ def parse_new_job(
         schedule = Schedule.from_body(body)
     except ScheduleError as e:
         raise ApiError(422, "invalid_value", e.message, e.field) from None
+    _check_fits_model(model, params, job_input)  # last: it counts the prompt's tokens
     return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter, schedule)
+
+
+def _check_fits_model(model: ServedModel, params: GenerationParams, job_input: dict[str, Any]) -> None:
+    """What the worker's engine would refuse, refused now: bounds that depend on the model (top_k, stop ids),
+    input its chat template refuses, and a prompt + max_new_tokens over its context length."""
+    try:
+        model.check_request(params, job_input)
+    except ContextOverflow as e:
+        raise ApiError(422, "context_length_exceeded", e.message, e.field) from None
+    except ParamError as e:
+        raise ApiError(422, "invalid_param", e.message, e.field) from None
+    except PromptError as e:
+        raise ApiError(422, "invalid_value", e.message, e.field) from None
+
+
+def _field_name(key: str) -> str:
+    """A client's key as an error's `field` names it: as spelled, or quoted short when it is very long."""
+    return key if len(key) <= MAX_FIELD_NAME else short(key)
 
 
 def _prompt(value: Any) -> str:
@@ -131,7 +154,7 @@ def _messages(value: Any) -> list[dict[str, str]]:
             raise ApiError(422, "invalid_value", "must be an object with role and content", where)
         for key in message:
             if key not in ("role", "content"):
-                raise ApiError(422, "unknown_field", f"unknown field {key!r}", f"{where}.{key}")
+                raise ApiError(422, "unknown_field", f"unknown field {short(key)}", f"{where}.{_field_name(key)}")
         role, content = message.get("role"), message.get("content")
         if role not in MESSAGE_ROLES:
             raise ApiError(422, "invalid_value", f"must be one of {', '.join(MESSAGE_ROLES)}", f"{where}.role")

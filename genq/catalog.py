@@ -1,7 +1,7 @@
 """The served models as the API shows them: name, source kind, context length, generation defaults.
 
-Everything here is read from small files (a GGUF header, config.json, generation_config.json) once per
-process and cached: the API never loads weights.
+Everything here is read from the model's files (GGUF metadata, config.json, generation_config.json, the
+tokenizer) once per process and cached: the API never loads weights (genq/model_limits.py).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from functools import cached_property
 from typing import Any, Mapping
 
 from genq.config import ModelSpec, Settings
-from genq.gguf_header import GGUFHeaderError, read_metadata
-from models.params import GenerationParams
+from genq.model_limits import count_prompt_tokens, model_shape
+from models.params import GenerationParams, ModelLimits, check_fits, check_for_model
 
 log = logging.getLogger(__name__)
 
@@ -24,25 +24,37 @@ _GENERATION_KEYS = {f for f in GenerationParams.__dataclass_fields__}
 @dataclass
 class ServedModel:
     spec: ModelSpec
+    max_len: int = 2048  # GENQ_MAX_LEN: the KV positions the engine gives one job
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    @cached_property
-    def context_length(self) -> int | None:
-        """The model's trained context length, if its files say so cheaply."""
-        try:
-            if self.spec.kind == "gguf":
-                meta = read_metadata(self.spec.source, {"general.architecture"})
-                arch = meta.get("general.architecture", "llama")
-                value = read_metadata(self.spec.source, {f"{arch}.context_length"}).get(f"{arch}.context_length")
-            else:
-                value = _read_json(self.spec.source / "config.json").get("max_position_embeddings")
-        except (OSError, GGUFHeaderError, ValueError) as e:
-            log.warning("cannot read the context length of %s: %s", self.name, e)
-            return None
-        return int(value) if isinstance(value, int) else None
+    @property
+    def context_length(self) -> int:
+        """The most tokens (prompt + new) one job may have: what the engine enforces, GENQ_MAX_LEN capped by
+        the model's own context length."""
+        _, own = model_shape(self.spec.kind, self.spec.source)
+        return min(own, self.max_len) if own else self.max_len
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The network's vocabulary size (token ids and top_k stay within it); None if the files cannot tell."""
+        return model_shape(self.spec.kind, self.spec.source)[0]
+
+    @property
+    def limits(self) -> ModelLimits:
+        return ModelLimits(vocab_size=self.vocab_size, context_length=self.context_length)
+
+    def check_request(self, params: GenerationParams, job_input: Mapping[str, Any]) -> None:
+        """Refuse what the engine would refuse at the worker: a parameter past this model's bounds (ParamError),
+        messages or a prompt it cannot encode (PromptError), or a prompt + max_new_tokens over the context
+        (ContextOverflow). The prompt is counted with the model's own tokenizer and chat template."""
+        check_for_model(params, self.limits)
+        n = count_prompt_tokens(self.spec.source, job_input)
+        if n is not None:
+            field = "messages" if "messages" in job_input else "prompt"
+            check_fits(n, params.max_new_tokens, self.context_length, field)
 
     @cached_property
     def generation_defaults(self) -> dict[str, Any]:
@@ -65,7 +77,7 @@ class Catalog:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._models = {name: ServedModel(spec) for name, spec in settings.models.items()}
+        self._models = {name: ServedModel(spec, settings.max_len) for name, spec in settings.models.items()}
 
     def __contains__(self, name: object) -> bool:
         return name in self._models

@@ -19,8 +19,9 @@ from genq.jobs import Claim, JobStore
 from genq.leases import settle_unclaimable
 from genq.lifecycle import DEADLINE_EXCEEDED
 from genq.schema import Job
-from models.engine.types import EngineError, GenerationRequest, GenerationResult
-from models.params import GenerationParams
+from models.echo import clip
+from models.engine.types import EngineError, GenerationRequest, GenerationResult, InvalidRequest
+from models.params import GenerationParams, ParamError
 from workers.engine_host import EngineHost, ModelUnavailable
 from workers.lease import STOP_DEADLINE, STOP_LOST, HeldJob, LeaseKeeper
 
@@ -95,6 +96,8 @@ def _run_claimed(
         return _store_failure(store, claim, DEADLINE_EXCEEDED, str(e), **output)
     except EngineError as e:
         return _store_failure(store, claim, e.code, str(e) or e.code)
+    except ParamError as e:  # a stored record the API would have refused (changed by hand, or older bounds)
+        return _store_failure(store, claim, InvalidRequest.code, f"params.{e.field}: {e.message}")
     except ModelUnavailable as e:
         return _store_failure(store, claim, e.code, str(e))
     except TimeoutError as e:
@@ -186,6 +189,7 @@ def _store_result(store: JobStore, claim: Claim, held: HeldJob, result: Generati
 
 
 def _store_failure(store: JobStore, claim: Claim, code: str, message: str, **output: Any) -> Outcome:
+    message = clip(message)  # whatever it quotes from the request stays short, in the log and on the job
     log.warning("job %s failed: %s: %s", claim.job_id, code, message)
     won = _retrying(lambda: store.fail(claim.job_id, code, message, attempt=claim.attempt, **output))
     return Outcome.FAILED if won else Outcome.SKIPPED

@@ -79,6 +79,20 @@ BAD_BODIES: list[tuple[str, Any, str, str | None]] = [
      "params.stop_token_ids"),
     ("seed negative", {**PROMPT, "params": {"seed": -1}}, "invalid_param", "params.seed"),
     ("logprobs too many", {**PROMPT, "params": {"logprobs": 1000}}, "invalid_param", "params.logprobs"),
+    ("top_k past int64 (it failed the whole batch)",
+     {**PROMPT, "params": {"do_sample": True, "top_k": 9223372036854775808, "max_new_tokens": 1}}, "invalid_param",
+     "params.top_k"),
+    ("top_k past the vocabulary", {**PROMPT, "params": {"do_sample": True, "top_k": 49153}}, "invalid_param",
+     "params.top_k"),
+    ("stop token past the vocabulary", {**PROMPT, "params": {"stop_token_ids": [49152]}}, "invalid_param",
+     "params.stop_token_ids"),
+    ("temperature huge", {**PROMPT, "params": {"temperature": 1e308}}, "invalid_param", "params.temperature"),
+    ("seed past int64", {**PROMPT, "params": {"seed": 2**63}}, "invalid_param", "params.seed"),
+    ("stop string too long", {**PROMPT, "params": {"stop": ["x" * 257]}}, "invalid_param", "params.stop"),
+    ("max_new_tokens past the context", {**PROMPT, "params": {"max_new_tokens": 2048}}, "context_length_exceeded",
+     "params.max_new_tokens"),
+    ("messages past the context", {"messages": [{"role": "user", "content": "hi " * 3000}]},
+     "context_length_exceeded", "messages"),
     ("min above max", {**PROMPT, "params": {"min_new_tokens": 10, "max_new_tokens": 5}}, "invalid_param",
      "params.min_new_tokens"),
     ("metadata a list", {**PROMPT, "metadata": [1]}, "invalid_value", "metadata"),
@@ -93,6 +107,42 @@ def test_bad_job_bodies_get_422_with_code_and_field(
 ) -> None:
     response = client.post("/v1/jobs", data=json.dumps(body), content_type="application/json")
     _assert_error(response, 422, code, field)
+
+
+def _prompt_tokens(settings: Settings, prompt: str) -> int:
+    from models.prompting import load_tokenizer, prompt_ids
+
+    tokenizer, template = load_tokenizer(settings.models[settings.default_model].source)
+    return len(prompt_ids(tokenizer, template, prompt=prompt))
+
+
+def test_a_prompt_plus_max_new_tokens_that_just_fits_the_context_is_accepted(
+    client: FlaskClient, settings: Settings
+) -> None:
+    prompt = "Once upon a time, " * 40
+    room = 2048 - _prompt_tokens(settings, prompt)  # /v1/models: context_length 2048
+    ok = client.post("/v1/jobs", json={"prompt": prompt, "params": {"max_new_tokens": room}})
+    assert ok.status_code == 202, ok.get_json()
+    over = client.post("/v1/jobs", json={"prompt": prompt, "params": {"max_new_tokens": room + 1}})
+    _assert_error(over, 422, "context_length_exceeded", "params.max_new_tokens")
+    assert f"<= {room}" in over.get_json()["error"]["message"]
+
+
+def test_a_prompt_that_alone_fills_the_context_names_the_prompt(client: FlaskClient) -> None:
+    response = client.post("/v1/jobs", json={"prompt": "hello " * 2100, "params": {"max_new_tokens": 1}})
+    _assert_error(response, 422, "context_length_exceeded", "prompt")
+
+
+def test_errors_quote_no_huge_number_or_name(client: FlaskClient) -> None:
+    huge = "9" * 4000  # was written whole into the job's error and the worker's log
+    response = client.post("/v1/jobs", data='{"prompt": "hi", "params": {"max_new_tokens": %s}}' % huge,
+                           content_type="application/json")
+    _assert_error(response, 422, "invalid_param", "params.max_new_tokens")
+    assert "9" * 21 not in response.get_data(as_text=True)
+    for body in ({**PROMPT, "k" * 10_000: 1}, {**PROMPT, "params": {"k" * 10_000: 1}},
+                 {**PROMPT, "model": "m" * 10_000}):
+        response = client.post("/v1/jobs", json=body)
+        assert response.status_code == 422 and len(response.get_data(as_text=True)) < 1000
 
 
 @pytest.mark.parametrize(
