@@ -198,6 +198,8 @@ class Engine:
     def check(self, request: GenerationRequest, prompt_ids: list[int]) -> None:
         """Refuse a request whose parameters or prompt this engine's model cannot take (see submit)."""
         params = request.params
+        if isinstance(request.priority, bool) or not isinstance(request.priority, int):
+            raise InvalidRequest("priority must be an integer")  # the scheduler orders waiting requests by it
         if not isinstance(params, GenerationParams):
             raise InvalidRequest(f"params must be GenerationParams, not {type(params).__name__}")
         try:

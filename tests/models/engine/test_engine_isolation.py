@@ -72,6 +72,14 @@ def test_a_prompt_that_is_not_a_string_is_refused_at_submit(toy_engine_factory):
         engine.submit(GenerationRequest("bad", GenerationParams(), prompt=12345))  # type: ignore[arg-type]
 
 
+def test_a_request_with_a_priority_the_scheduler_cannot_order_is_refused_at_submit(toy_engine_factory):
+    engine = toy_engine_factory(max_batch=1)
+    running = engine.submit(_req("running", max_new_tokens=30))
+    with pytest.raises(InvalidRequest, match="priority"):
+        engine.submit(GenerationRequest("bad", GenerationParams(), prompt="abc", priority="high"))  # type: ignore
+    assert running.wait(10).completion_tokens == 30
+
+
 def test_a_sequence_whose_sampling_raises_fails_alone_and_the_batch_keeps_its_tokens(toy_engine_factory):
     alone = {f"g{i}": _alone(toy_engine_factory, f"g{i}", prompt=f"story {i}", max_new_tokens=30) for i in range(3)}
     engine = toy_engine_factory()
