@@ -28,12 +28,10 @@ from models.engine.types import (
     EventListener,
     GenerationRequest,
     GenerationResult,
-    InvalidRequest,
-    PromptTooLong,
 )
 from models.echo import clip
-from models.params import ContextOverflow, GenerationParams, ModelLimits, ParamError, check_fits, check_for_model
-from models.prompting import PromptError, prompt_ids as encode_prompt
+from models.engine.admission import check_request, encode_request
+from models.params import ModelLimits
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +167,14 @@ class Engine:
     def encode(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids: chat messages rendered with the model's template, or the raw prompt
         (models/prompting.py, which the API counts prompt tokens with too). Raises InvalidRequest."""
-        try:
-            return encode_prompt(self.tokenizer, self.chat_template, request.prompt, request.messages)
-        except PromptError as e:
-            raise InvalidRequest(clip(str(e))) from None
-        except (TypeError, ValueError) as e:  # e.g. a prompt that is not a string, from a record made by hand
-            raise InvalidRequest(clip(f"prompt: {type(e).__name__}: {e}")) from None
+        return encode_request(self.tokenizer, self.chat_template, request)
 
     def submit(self, request: GenerationRequest, on_event: EventListener | None = None) -> RequestHandle:
         """Queue a request. Raises now, in the caller's thread, for anything that would fail in the batch:
         InvalidRequest (a parameter past the model's bounds, a prompt that cannot be encoded), PromptTooLong
         (prompt + max_new_tokens over max_len), or EngineStopped. A request admitted here can fail only alone."""
         prompt_ids = self.encode(request)
-        self.check(request, prompt_ids)
+        check_request(request, prompt_ids, self.limits)
         seq = Sequence(request, prompt_ids, eos_token_ids=self.eos_token_ids,
                        detokenizer=self._detokenizer(prompt_ids), listener=on_event)
         if request.params.do_sample:
@@ -194,26 +187,6 @@ class Engine:
             self._inbox.append(seq)
             self._cond.notify()
         return handle
-
-    def check(self, request: GenerationRequest, prompt_ids: list[int]) -> None:
-        """Refuse a request whose parameters or prompt this engine's model cannot take (see submit)."""
-        params = request.params
-        if isinstance(request.priority, bool) or not isinstance(request.priority, int):
-            raise InvalidRequest("priority must be an integer")  # the scheduler orders waiting requests by it
-        if not isinstance(params, GenerationParams):
-            raise InvalidRequest(f"params must be GenerationParams, not {type(params).__name__}")
-        try:
-            params.validate()  # again: a record may have been changed or made without its constructor
-            check_for_model(params, self.limits)
-            field = "messages" if request.messages is not None else "prompt"
-            check_fits(len(prompt_ids), params.max_new_tokens, self.max_len, field)
-        except ContextOverflow as e:
-            raise PromptTooLong(clip(str(e))) from None
-        except ParamError as e:
-            raise InvalidRequest(clip(str(e) if e.field.startswith("params") else f"params.{e}")) from None
-        vocab = self.limits.vocab_size
-        if vocab is not None and (min(prompt_ids) < 0 or max(prompt_ids) >= vocab):
-            raise InvalidRequest(f"prompt: it encodes to token ids outside the network's vocabulary of {vocab}")
 
     def _detokenizer(self, prompt_ids: list[int]) -> Detokenizer:
         if self._detokenizer_factory is None:
