@@ -268,9 +268,10 @@ class Engine:
         try:
             logits = self.runner.run(step)
         except Exception as e:
-            log.exception("engine forward failed; failing the %d sequences of its step", len(self._in_step(step)))
+            failed = self._in_step(step)
+            log.exception("engine forward failed; failing the %d sequences of its step", len(failed))
             error = EngineError(clip(f"engine step failed: {type(e).__name__}: {e}"))
-            for seq in self._in_step(step):
+            for seq in failed:
                 self._fail(seq, error, keep_cache=False)
             return
         self.scheduler.advance(step)
