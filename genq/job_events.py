@@ -42,17 +42,6 @@ def is_restart(event: JobEvent) -> bool:
     return event.kind == "status" and event.data.get("status") == "running" and event.data.get("attempt", 1) > 1
 
 
-def read_events(session: Session, job_id: str, after: int, limit: int = 500) -> list[JobEvent]:
-    """The job's events with seq > `after`, oldest first, at most `limit`."""
-    stmt = (
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.seq > after)
-        .order_by(JobEvent.seq)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
 def read_events_of_jobs(session: Session, after: Mapping[str, int], limit: int = 500) -> list[JobEvent]:
     """For each job of `after`, its events with seq > after[job], oldest first, at most `limit` a job: one
     query (a UNION ALL of per-job index range scans), so a job with a long backlog does not starve the rest."""
