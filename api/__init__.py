@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.event_hub import EventHub
 from api.services import EXTENSION_KEY, Services
+from api.stream_limits import StreamLimits
 from genq.catalog import Catalog
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         secrets=SecretStore(sessions, settings.webhook_secret_grace),
         deliveries=DeliveryStore(sessions),
         webhook_publisher=webhook_publisher,
+        event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
+        stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
     )
     for module in (jobs, job_lifecycle, events, deliveries, batches, webhooks, catalog, health, openapi):
         app.register_blueprint(module.bp)

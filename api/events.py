@@ -1,14 +1,19 @@
 """GET /v1/jobs/{id}/events: the job's event log as Server-Sent Events, live until the job is final.
 
     id: 3
-    event: status            {"status": "running", "at": ...}
+    event: status            {"status": "running", "attempt": 1, "at": ...}
     event: delta             {"text": "Par", "at": ...}   (text as generated, a few tokens per event)
+    event: restart           {"status": "running", "attempt": 2, "at": ...}   (a takeover: the text starts over)
     event: done              the final job object; the stream then ends
 
 `id` is the event's per-job sequence number (`done` repeats the last one). A client reconnecting with
-`Last-Event-ID: n` gets the events after n: no gap, no repeat. The stream polls the log every
-GENQ_EVENTS_POLL_MS, holding no database connection while it waits, and writes a comment line every
-GENQ_EVENTS_KEEPALIVE seconds of silence so proxies keep the connection open.
+`Last-Event-ID: n` gets the events after n: no gap, no repeat. When a job's worker is lost and another takes
+the job over, the new attempt's text starts from nothing: the stream says so with `restart`, and the deltas
+after the last `restart` join to the job's output. The process's one poller (api/event_hub.py) reads the
+log every GENQ_EVENTS_POLL_MS for all streams; a stream holds no database connection while it waits, and
+writes a comment line every GENQ_EVENTS_KEEPALIVE seconds of silence so proxies keep the connection open.
+Streams are capped (api/stream_limits.py) and last at most GENQ_EVENTS_MAX_SECONDS; then the stream ends
+and the client resumes with Last-Event-ID (EventSource does so by itself).
 """
 from __future__ import annotations
 
@@ -17,17 +22,17 @@ import time
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, request
-from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import ApiError
+from api.errors import ApiError, error_response
+from api.event_hub import Subscription
 from api.services import services
-from genq.job_events import event_data, is_final_status, read_events
-from genq.schema import Job
+from api.stream_limits import RETRY_AFTER_S, TooManyStreams, client_key
+from genq.job_events import event_data, is_restart
+from genq.schema_events import JobEvent
 from genq.serialize import job_to_dict
 
 bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
 
-PAGE = 500  # events read per poll
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a client's EventSource reconnects
 
 
@@ -37,44 +42,55 @@ def job_events(job_id: str) -> Response:
     if svc.store.get(job_id) is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     after = _last_event_id()
-    stream = _stream(svc.sessions, job_id, after, svc.settings.events_poll_ms / 1000, svc.settings.events_keepalive)
-    return Response(
-        stream,
+    try:
+        slot = svc.stream_limits.acquire(client_key(request))
+    except TooManyStreams as e:
+        response = error_response(429, "too_many_streams", str(e))
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    sub = svc.event_hub.subscribe(job_id, after)
+    settings = svc.settings
+    response = Response(
+        _stream(sub, after, settings.events_keepalive, settings.events_max_seconds),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no proxy buffering of the stream
     )
 
+    @response.call_on_close
+    def _closed() -> None:  # however the stream ends, even if it never started
+        svc.event_hub.unsubscribe(sub)
+        slot.release()
 
-def _stream(
-    sessions: sessionmaker[Session], job_id: str, after: int, poll_s: float, keepalive_s: float
-) -> Iterator[str]:
+    return response
+
+
+def _stream(sub: Subscription, after: int, keepalive_s: float, max_s: float) -> Iterator[str]:
     last = after
     yield f"retry: {RECONNECT_MS}\n\n"
-    quiet_since = time.monotonic()
+    now = time.monotonic()
+    deadline, quiet_since = now + max_s, now
     while True:
-        with sessions() as session:  # closed before any sleep: an idle stream holds no connection
-            events = read_events(session, job_id, last, PAGE)
-            final = next((e for e in events if e.kind == "status" and is_final_status(e.data["status"])), None)
-            job = session.get(Job, job_id) if final is not None or not events else None
-        for event in events:
-            yield _frame(event.seq, event.kind, event_data(event))
+        now = time.monotonic()
+        if now >= deadline:
+            yield ": time limit of this stream; reconnect with Last-Event-ID to go on\n\n"
+            return
+        delivery = sub.wait(min(deadline, quiet_since + keepalive_s) - now)
+        for event in delivery.events:
+            yield _frame(event.seq, _kind(event), event_data(event))
             last = event.seq
-            if event is final:
-                if job is not None:
-                    yield _frame(last, "done", job_to_dict(job))
-                return
-        if events:
+        if delivery.ended:
+            if delivery.job is not None:  # else the job was deleted while streaming
+                yield _frame(last, "done", job_to_dict(delivery.job))
+            return
+        if delivery.events:
             quiet_since = time.monotonic()
-            continue  # there may be more right away
-        if job is None:  # deleted while streaming
-            return
-        if is_final_status(job.status) and job.event_seq <= last:  # e.g. a job from before the event log
-            yield _frame(last, "done", job_to_dict(job))
-            return
-        if time.monotonic() - quiet_since >= keepalive_s:
+        elif time.monotonic() - quiet_since >= keepalive_s:
             yield ": keep-alive\n\n"
             quiet_since = time.monotonic()
-        time.sleep(poll_s)
+
+
+def _kind(event: JobEvent) -> str:
+    return "restart" if is_restart(event) else event.kind
 
 
 def _frame(event_id: int, kind: str, data: Any) -> str:

@@ -164,7 +164,11 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "description": "A `retry:` hint, then one frame per event: `event: status` (data: StatusEvent), "
                        "`event: delta` (data: DeltaEvent, text as generated), and at the final status "
                        "`event: done` (data: the Job), after which the stream ends. `id:` is the event's "
-                       "per-job sequence number. Comment lines (`: keep-alive`) are sent during silence.",
+                       "per-job sequence number. Comment lines (`: keep-alive`) are sent during silence. "
+                       "`event: restart` (data: RestartEvent) says another worker took the job over as "
+                       "attempt `attempt`: its text starts from nothing, so the deltas after the last "
+                       "restart join to the job's output. A stream lasts at most GENQ_EVENTS_MAX_SECONDS, "
+                       "then ends with a comment; resume it with `Last-Event-ID`.",
         "parameters": [
             JOB_ID,
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": resume,
@@ -179,10 +183,14 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
                     "content": {SSE: {"schema": {"oneOf": [
                         _sse_event("status", ref("StatusEvent")),
                         _sse_event("delta", ref("DeltaEvent")),
+                        _sse_event("restart", ref("RestartEvent")),
                         _sse_event("done", ref("Job")),
                     ]}}}},
             "400": error("`invalid_last_event_id`: not a non-negative integer."),
             "404": error("`job_not_found`."),
+            "429": json_response(ref("Error"), "`too_many_streams`: this server's open streams "
+                                 "(GENQ_EVENTS_MAX_STREAMS) or this client's (GENQ_EVENTS_MAX_STREAMS_PER_CLIENT) "
+                                 "are at their limit.", headers={"Retry-After": header("seconds")}),
             **INTERNAL,
         },
     }

@@ -318,9 +318,13 @@ def _job_page() -> Schema:
 
 def _sse_event_data() -> dict[str, Schema]:
     at = {"at": TIMESTAMP}
+    attempt = {"attempt": {"type": "integer", "minimum": 1,
+                           "description": "the attempt the job is now running (on `running` only)"}}
     return {
-        "StatusEvent": strict({"status": {"type": "string", "enum": list(JOB_STATUSES)}, **at}),
+        "StatusEvent": strict({"status": {"type": "string", "enum": list(JOB_STATUSES)}, **attempt, **at},
+                              required=["status", "at"]),
         "DeltaEvent": strict({"text": {"type": "string"}, **at}),
+        "RestartEvent": strict({"status": {"const": "running"}, **attempt, **at}),
     }
 
 

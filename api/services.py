@@ -7,6 +7,8 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.event_hub import EventHub
+from api.stream_limits import StreamLimits
 from genq.catalog import Catalog
 from genq.config import Settings
 from genq.jobs import JobStore
@@ -30,6 +32,9 @@ class Services:
     secrets: SecretStore
     deliveries: DeliveryStore
     webhook_publisher: WebhookPublisher
+    # event streams: the process's one poller of the event log, and the caps on open streams
+    event_hub: EventHub
+    stream_limits: StreamLimits
 
 
 def services() -> Services:

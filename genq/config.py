@@ -49,6 +49,9 @@ ENV_VARS = (
     "GENQ_WEBHOOK_CONCURRENCY",
     "GENQ_EVENTS_POLL_MS",
     "GENQ_EVENTS_KEEPALIVE",
+    "GENQ_EVENTS_MAX_STREAMS",
+    "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT",
+    "GENQ_EVENTS_MAX_SECONDS",
     "GENQ_BATCH_MAX_LINES",
     "GENQ_BATCH_MAX_BYTES",
     "GENQ_LEASE_SECONDS",
@@ -109,6 +112,13 @@ class Settings:
     webhook_concurrency: int = 4  # webhook task threads of a worker
     events_poll_ms: int = 200  # how often an event stream reads the log
     events_keepalive: int = 15  # seconds between keep-alive comments of an idle event stream
+    # Open event streams of one API process, all clients together and per client (api/stream_limits.py), and
+    # how long one stream lasts before it ends and the client resumes with Last-Event-ID. An idle stream
+    # costs a waiting thread and a socket, no database connection; 1,000 of them leave other requests'
+    # latency as it was (README). 20 per client is well above a browser's 6 connections per host.
+    events_max_streams: int = 1000
+    events_max_streams_per_client: int = 20
+    events_max_seconds: int = 600
     batch_max_lines: int = 1000
     batch_max_bytes: int = 16 << 20
     # lifecycle (genq/lifecycle.py): a running job's lease, renewed by its worker every lease/3 seconds;
@@ -180,6 +190,9 @@ def events_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "webhook_concurrency": _int(env, "GENQ_WEBHOOK_CONCURRENCY", 4, lo=1, hi=256),
         "events_poll_ms": _int(env, "GENQ_EVENTS_POLL_MS", 200, lo=10, hi=60_000),
         "events_keepalive": _int(env, "GENQ_EVENTS_KEEPALIVE", 15, lo=1, hi=3600),
+        "events_max_streams": _int(env, "GENQ_EVENTS_MAX_STREAMS", 1000, lo=1, hi=100_000),
+        "events_max_streams_per_client": _int(env, "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT", 20, lo=1, hi=100_000),
+        "events_max_seconds": _int(env, "GENQ_EVENTS_MAX_SECONDS", 600, lo=1, hi=86_400),
         "batch_max_lines": _int(env, "GENQ_BATCH_MAX_LINES", 1000, lo=1),
         "batch_max_bytes": _int(env, "GENQ_BATCH_MAX_BYTES", 16 << 20, lo=1024),
     }

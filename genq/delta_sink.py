@@ -6,14 +6,18 @@ would put the database on the engine's critical path.
 
 Before a worker stores a job's result it calls `flush()`, which writes everything pending before returning,
 so a job's text events always precede its final status event.
+
+Text is kept per claim (job id, attempt) and written only while the job is still running under that attempt:
+the UPDATE that numbers the event locks the job row, as a takeover's claim does, so a late piece of an old
+attempt (a worker frozen, then resumed) is either written before the new attempt's restart event or dropped.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
-from sqlalchemy import insert, update
+from sqlalchemy import and_, insert, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.schema import Job, JobStatus, utcnow
@@ -30,26 +34,31 @@ class DeltaSink:
     def __init__(self, sessions: sessionmaker[Session], interval: float = DEFAULT_INTERVAL_S):
         self._sessions = sessions
         self._interval = interval
-        self._pending: dict[str, list[str]] = {}
+        self._pending: dict[tuple[str, int], list[str]] = {}  # (job id, attempt) -> pieces
         self._lock = threading.Lock()  # guards _pending; held only to append or swap
         self._write_lock = threading.Lock()  # one write at a time, so a job's pieces stay in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.writes = 0  # transactions written (for tests and the log)
 
-    def add(self, job_id: str, text: str) -> None:
-        """Queue `text` generated for `job_id` (called on the engine thread: must return at once)."""
+    def add(self, job_id: str, attempt: int, text: str) -> None:
+        """Queue `text` generated for attempt `attempt` of `job_id` (called on the engine thread: must return
+        at once)."""
         if not text:
             return
         with self._lock:
-            self._pending.setdefault(job_id, []).append(text)
+            self._pending.setdefault((job_id, attempt), []).append(text)
         if self._thread is None:
             self.start()
 
-    def on_event(self, event: Any) -> None:
-        """An engine event listener (models.engine.types.EngineEvent): keeps the `delta` events."""
-        if event.kind == "delta":
-            self.add(event.request_id, event.text)
+    def listener(self, attempt: int) -> Callable[[Any], None]:
+        """An engine event listener (models.engine.types.EngineEvent) for one claim's request: keeps its
+        `delta` events, as text of attempt `attempt`."""
+        def on_event(event: Any) -> None:
+            if event.kind == "delta":
+                self.add(event.request_id, attempt, event.text)
+
+        return on_event
 
     def start(self) -> None:
         """Start the background writer (idempotent; `add` starts it too)."""
@@ -81,8 +90,8 @@ class DeltaSink:
                 # keep the text for the next flush, ahead of anything that arrived meanwhile
                 log.warning("writing %d jobs' text events failed; will retry", len(batch), exc_info=True)
                 with self._lock:
-                    for job_id, pieces in batch.items():
-                        self._pending[job_id] = pieces + self._pending.get(job_id, [])
+                    for key, pieces in batch.items():
+                        self._pending[key] = pieces + self._pending.get(key, [])
                 return 0
             self.writes += 1
             return written
@@ -91,24 +100,26 @@ class DeltaSink:
         while not self._stop.wait(self._interval):
             self.flush()
 
-    def _write(self, batch: dict[str, list[str]]) -> int:
+    def _write(self, batch: dict[tuple[str, int], list[str]]) -> int:
         """One UPDATE numbers every job's next event and one INSERT writes them: a statement per job made the
         writer hold the GIL about as long as the engine loop did (py-spy, 64 running jobs, float32 service)."""
         now = utcnow()
+        held = or_(*(and_(Job.id == job_id, Job.attempts == attempt) for job_id, attempt in sorted(batch)))
         with self._sessions.begin() as session:
-            # Only a running job takes text: after a cancel (or any final status) its stream has ended. Jobs
-            # of one sink are held by this worker alone, and other writers change one job per transaction,
-            # so locking several rows here cannot deadlock.
-            seqs = dict(session.execute(
+            # Only a job still running under the attempt that made the text takes it: after a cancel (or any
+            # final status) its stream has ended, and after a takeover the text restarted. Jobs of one sink
+            # are held by this worker alone, and other writers change one job per transaction, so locking
+            # several rows here cannot deadlock.
+            seqs = {(job_id, attempt): seq for job_id, attempt, seq in session.execute(
                 update(Job)
-                .where(Job.id.in_(sorted(batch)), Job.status == JobStatus.RUNNING.value)
+                .where(Job.status == JobStatus.RUNNING.value, held)
                 .values(event_seq=Job.event_seq + 1)
-                .returning(Job.id, Job.event_seq),
+                .returning(Job.id, Job.attempts, Job.event_seq),
                 execution_options={"synchronize_session": False},
-            ).all())
-            rows = [{"job_id": job_id, "seq": seqs[job_id], "kind": "delta",
-                     "data": {"text": "".join(batch[job_id])}, "created_at": now}
-                    for job_id in sorted(batch) if job_id in seqs]
+            )}
+            rows = [{"job_id": key[0], "seq": seqs[key], "kind": "delta",
+                     "data": {"text": "".join(batch[key])}, "created_at": now}
+                    for key in sorted(batch) if key in seqs]
             if rows:
                 session.execute(insert(JobEvent), rows)
         return len(rows)

@@ -135,7 +135,8 @@ def _wait_for_result(
     job: Job, held: HeldJob, host: EngineHost, timeout: float, events: DeltaSink | None
 ) -> GenerationResult:
     engine = host.get(job.model)
-    handle = engine.submit(build_request(job), on_event=events.on_event if events is not None else None)
+    on_event = events.listener(held.claim.attempt) if events is not None else None  # text of this attempt only
+    handle = engine.submit(build_request(job), on_event=on_event)
     held.attach(handle)
     wait_s, by_deadline = timeout, False
     if job.deadline_seconds is not None:

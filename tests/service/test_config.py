@@ -18,6 +18,7 @@ def test_defaults_are_the_embedded_service() -> None:
     assert s.models["smollm2-135m-instruct"].queue == "genq.model.smollm2-135m-instruct"
     assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 64)
     assert (s.lease_seconds, s.sweep_interval, s.republish_after) == (30, 15, 60)
+    assert (s.events_max_streams, s.events_max_streams_per_client, s.events_max_seconds) == (1000, 20, 600)
 
 
 def test_genq_models_adds_gguf_files_and_hf_directories_with_quantization(tmp_path: Path) -> None:
@@ -49,6 +50,9 @@ def test_genq_models_adds_gguf_files_and_hf_directories_with_quantization(tmp_pa
         ({"GENQ_LEASE_SECONDS": "1"}, "GENQ_LEASE_SECONDS"),
         ({"GENQ_SWEEP_INTERVAL": "0"}, "GENQ_SWEEP_INTERVAL"),
         ({"GENQ_REPUBLISH_AFTER": "soon"}, "GENQ_REPUBLISH_AFTER"),
+        ({"GENQ_EVENTS_MAX_STREAMS": "0"}, "GENQ_EVENTS_MAX_STREAMS"),
+        ({"GENQ_EVENTS_MAX_STREAMS_PER_CLIENT": "many"}, "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT"),
+        ({"GENQ_EVENTS_MAX_SECONDS": "0"}, "GENQ_EVENTS_MAX_SECONDS"),
     ],
 )
 def test_invalid_settings_raise_config_error_naming_the_variable(env: dict[str, str], variable: str) -> None:

@@ -9,8 +9,8 @@ its database, so services must not share one.
 from __future__ import annotations
 
 import os
-import signal
 import secrets
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,13 +18,15 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 import requests
-from e2e_helpers import REDIS_URL, ApiThread, Child, wait_for_job, wait_until
+from e2e_helpers import REDIS_URL, ApiThread, Child, read_sse, wait_for_job, wait_until
+from sqlalchemy import func, select
 from tiny_model import LONG_TOKENS, TINY_MODEL, long_job, tiny_gguf  # noqa: F401  (fixture)
 
 from api import create_app
 from api.services import EXTENSION_KEY
 from genq import migrate
 from genq.config import Settings
+from genq.schema_events import JobEvent
 
 pytestmark = pytest.mark.slow
 
@@ -183,7 +185,7 @@ def test_a_job_whose_worker_is_killed_mid_run_completes_once_on_another(make_ser
     first = svc.start_worker()
     job_id = svc.post(long_job(params={"max_new_tokens": 300, "ignore_eos": True})).json()["id"]  # seconds long
     assert svc.wait_running(job_id)["attempts"] == 1
-    time.sleep(0.5)
+    wait_until(lambda: _deltas(svc, job_id), JOB_TIMEOUT_S, "no text of the first attempt", interval=0.05)
     os.killpg(first.proc.pid, signal.SIGKILL)  # no shutdown: its lease simply stops being renewed
     first.stop()
     assert svc.job(job_id)["status"] == "running"
@@ -193,6 +195,21 @@ def test_a_job_whose_worker_is_killed_mid_run_completes_once_on_another(make_ser
     assert job["output"]["usage"]["completion_tokens"] == 300
     finished = [line for w in (first, second) for line in w.lines if f"job {job_id}: succeeded" in line]
     assert len(finished) == 1 and "(attempt 2)" in finished[0], finished
+    # its event stream says the text restarted; the deltas after the restart are exactly the output
+    with requests.get(f"{svc.url}/v1/jobs/{job_id}/events", stream=True, timeout=30) as response:
+        events = [f for f in read_sse(response) if "event" in f]
+    restart = next(i for i, e in enumerate(events) if e["event"] == "restart")
+    assert any(e["event"] == "delta" for e in events[:restart])  # the first attempt's text, now void
+    assert events[restart]["data"]["attempt"] == 2 and [e["event"] for e in events].count("restart") == 1
+    assert "".join(e["data"]["text"] for e in events[restart:] if e["event"] == "delta") == job["output"]["text"]
+    assert [int(e["id"]) for e in events[:-1]] == list(range(1, len(events)))
+
+
+def _deltas(service: Service, job_id: str) -> int:
+    """How many text events the job's log holds."""
+    with service.app.extensions[EXTENSION_KEY].sessions() as session:
+        return session.scalar(select(func.count()).select_from(JobEvent)
+                              .where(JobEvent.job_id == job_id, JobEvent.kind == "delta")) or 0
 
 
 def test_jobs_whose_messages_a_redis_flush_lost_are_republished_and_complete(
