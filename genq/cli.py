@@ -98,13 +98,12 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
-
     from api import create_app
+    from api.http_server import make_api_server
 
     settings = Settings.from_env()
     host, port = args.host or settings.host, args.port if args.port is not None else settings.port
-    server = make_server(host, port, create_app(settings), threaded=True)
+    server = make_api_server(host, port, create_app(settings))
     print(f"genq api listening on http://{host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -25,6 +25,7 @@ from genq.jobs import JobStore, is_job_id
 from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
+MAX_CURSOR_CHARS = 256  # ours are about 100
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 
 
@@ -56,6 +57,8 @@ def encode_cursor(job: Job) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor stands for; raises CursorError."""
+    if len(cursor) > MAX_CURSOR_CHARS:  # before json.loads, which recurses on nested arrays
+        raise CursorError("not a cursor from this API (use next_cursor as given)")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
