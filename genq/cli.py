@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help="task threads (default: GENQ_BATCH_SIZE for models, plus GENQ_WEBHOOK_CONCURRENCY for webhooks)",
     )
     worker.add_argument("--no-preload", action="store_true", help="load models on their first job, not at start")
+    worker.add_argument("--ready-file", help="write this JSON file once the models are loaded (genq up waits for it)")
     worker.set_defaults(func=_worker)
 
     up = sub.add_parser("up", help="migrate, then run the API and one worker until interrupted")
@@ -133,6 +134,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     app.genq_preload = names if serve_models and not args.no_preload else []  # type: ignore[attr-defined]
     app.genq_sweep = serve_webhooks  # type: ignore[attr-defined]
+    app.genq_ready_file = args.ready_file  # type: ignore[attr-defined]
     model_queues = [settings.models[n].queue for n in names] if serve_models else []
     queues = ",".join(model_queues + ([WEBHOOK_QUEUE] if serve_webhooks else []))
     app.worker_main([
