@@ -5,6 +5,7 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from api.event_hub import EventHub
+from api.http_limits import check_request_limits
 from api.services import EXTENSION_KEY, Services
 from api.stream_limits import StreamLimits
 from genq.catalog import Catalog
@@ -45,5 +46,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     for module in (jobs, job_lifecycle, events, deliveries, batches, webhooks, catalog, health, openapi):
         app.register_blueprint(module.bp)
+    app.before_request(check_request_limits)  # before any view reads the request
     register_error_handlers(app)
     return app

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.errors import ApiError
+from api.json_depth import TooDeep
 from api.parsing import NewJob, check_storable_text, loads, parse_new_job
 from genq.catalog import Catalog
 from genq.webhooks import AllowList
@@ -59,6 +60,8 @@ def parse_batch(
 def _json_line(n: int, line: bytes) -> dict[str, Any]:
     try:
         body = loads(line.decode("utf-8"))
+    except TooDeep as e:
+        raise _at(n, ApiError(422, "too_deep", f"the request {e}", e.key)) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise _at(n, ApiError(422, "invalid_json", f"not valid JSON: {e}")) from None
     if not isinstance(body, dict):

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_parsing import parse_batch
 from api.errors import ApiError, error_response
+from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
 from genq.batches import BatchStore, BatchView, new_batch_id
@@ -121,6 +122,8 @@ def _upload() -> tuple[bytes, dict[str, Any] | None]:
         return raw, None
     try:
         value = loads(metadata)
+    except TooDeep as e:
+        raise ApiError(422, "too_deep", f"the batch metadata {e}", "metadata") from None
     except ValueError as e:
         raise ApiError(422, "invalid_value", f"must be a JSON object: {e}", "metadata") from None
     return raw, parse_metadata(value, svc.settings.max_metadata_bytes)

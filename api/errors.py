@@ -14,8 +14,15 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    431: "headers_too_large",
 }
+
+
+def http_error_code(status: int) -> str:
+    """The error code of an HTTP error raised by Flask, werkzeug or the HTTP server itself."""
+    return _HTTP_CODES.get(status, f"http_{status}")
 
 
 class ApiError(Exception):
@@ -49,7 +56,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Response:
         status = e.code or 500
-        response = error_response(status, _HTTP_CODES.get(status, f"http_{status}"), e.description or e.name)
+        response = error_response(status, http_error_code(status), e.description or e.name)
         if status == 405 and e.get_response().headers.get("Allow"):
             response.headers["Allow"] = e.get_response().headers["Allow"]
         return response

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from flask import Blueprint, Response, jsonify
 
-from api.openapi_paths import INTERNAL, batch_paths, error, job_paths, json_response
+from api.http_limits import MAX_HEADER_BYTES, MAX_HEADER_FIELD_BYTES, MAX_URL_BYTES
+from api.openapi_paths import EVERY_OPERATION, batch_paths, error, job_paths, json_response
 from api.openapi_schemas import Schema, component_schemas, ref
 from api.services import services
 from genq.config import Settings
@@ -23,7 +24,7 @@ OPENAPI_VERSION = "3.1.0"
 
 
 def _operation(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
-    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **INTERNAL}}
+    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **EVERY_OPERATION}}
 
 
 def _service() -> dict[str, Schema]:
@@ -56,7 +57,12 @@ def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str
         "paths": {**job_paths(settings), **batch_paths(settings), **_service()},
         "components": {
             "schemas": component_schemas(served_models, settings.max_metadata_bytes),
-            "responses": {"InternalError": error("`internal_error`: a bug or an outage (logged in full).")},
+            "responses": {
+                "UriTooLong": error(f"`uri_too_long`: the URL is over {MAX_URL_BYTES} bytes."),
+                "HeadersTooLarge": error(f"`headers_too_large`: a header is over {MAX_HEADER_FIELD_BYTES} bytes "
+                                         f"(`field` names it), or all are over {MAX_HEADER_BYTES} together."),
+                "InternalError": error("`internal_error`: a bug or an outage (logged in full)."),
+            },
         },
     }
 

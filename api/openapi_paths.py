@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.batches import JSONL_TYPES
+from api.json_depth import MAX_DEPTH
 from api.list_query import DEFAULT_LIMIT, MAX_LIMIT, MAX_METADATA_FILTERS, METADATA_KEY_PATTERN
 from api.openapi_schemas import JOB_STATUSES, Schema, ref
 from api.prefer import MAX_WAIT_S
@@ -29,7 +30,12 @@ def header(description: str, required: bool = True) -> Schema:
     return {"description": description, "required": required, "schema": {"type": "string"}}
 
 
-INTERNAL = {"500": {"$ref": "#/components/responses/InternalError"}}
+# responses any operation may give: a URL or headers over the app's limits (api/http_limits.py), a bug or an outage
+EVERY_OPERATION = {
+    "414": {"$ref": "#/components/responses/UriTooLong"},
+    "431": {"$ref": "#/components/responses/HeadersTooLarge"},
+    "500": {"$ref": "#/components/responses/InternalError"},
+}
 
 
 def _path_param(name: str, what: str) -> Schema:
@@ -85,15 +91,17 @@ def _create_job(settings: Settings) -> Schema:
             "413": error(f"`payload_too_large`: the body is over {settings.max_body_bytes} bytes."),
             "415": error("`unsupported_media_type`: the body is not declared `application/json`."),
             "422": error("The body is not a valid job: `invalid_body`, `unknown_field`, `invalid_value`, "
+            "422": error("The body is not a valid job: `invalid_body`, `unknown_field`, `invalid_value`, "
                          "`invalid_input`, `unknown_model`, `invalid_param`, `context_length_exceeded` (the prompt's "
                          "tokens plus `params.max_new_tokens` do not fit the model's `context_length`; `field` is "
                          "`params.max_new_tokens`, or `prompt` / `messages` when the prompt alone fills it), "
                          "`webhook_url_invalid`, `webhook_url_forbidden`, `webhook_url_unresolvable`, "
-                         "`webhook_events_filter_invalid`; "
+                         "`webhook_events_filter_invalid`, "
+                         f"`too_deep` (arrays and objects nested over {MAX_DEPTH} levels); "
                          "`field` names the field. A bad `Idempotency-Key` or `Prefer: wait` (`invalid_value`) "
                          "or a key reused with another body (`idempotency_key_reused`) names the header."),
             "503": error("`queue_unavailable`: the broker refused the job; it was recorded as failed."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
 
@@ -128,7 +136,7 @@ def _list_jobs() -> Schema:
             "200": json_response(ref("JobList"), "One page."),
             "422": error("A bad or unknown query parameter (`invalid_value`, `unknown_field`), or a cursor this "
                          "API did not make; `field` names it."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
 
@@ -145,7 +153,7 @@ def _cancel_job() -> Schema:
                                       "its text so far)."),
             "404": error("`job_not_found`."),
             "409": error("`job_finished`: it had already ended otherwise."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
 
@@ -155,7 +163,8 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "operationId": "getJob",
         "summary": "Read a job",
         "parameters": [JOB_ID],
-        "responses": {"200": json_response(ref("Job"), "The job."), "404": error("`job_not_found`."), **INTERNAL},
+        "responses": {"200": json_response(ref("Job"), "The job."), "404": error("`job_not_found`."),
+                      **EVERY_OPERATION},
     }
     resume = {"type": "string", "pattern": "^[0-9]{1,18}$"}
     events = {
@@ -191,7 +200,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
             "429": json_response(ref("Error"), "`too_many_streams`: this server's open streams "
                                  "(GENQ_EVENTS_MAX_STREAMS) or this client's (GENQ_EVENTS_MAX_STREAMS_PER_CLIENT) "
                                  "are at their limit.", headers={"Retry-After": header("seconds")}),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
     deliveries = {
@@ -199,7 +208,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "The job's webhook deliveries, each with every attempt",
         "parameters": [JOB_ID],
         "responses": {"200": json_response(ref("WebhookDeliveryList"), "Oldest first."),
-                      "404": error("`job_not_found`."), **INTERNAL},
+                      "404": error("`job_not_found`."), **EVERY_OPERATION},
     }
     redeliver = {
         "operationId": "redeliverWebhook",
@@ -209,7 +218,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
             "202": json_response(ref("WebhookDelivery"), "The new delivery, due now."),
             "404": error("`job_not_found`, or `delivery_not_found` (the job has no such delivery)."),
             "409": error("`delivery_pending`: that message is still being delivered."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
     return {
@@ -249,9 +258,10 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
             "415": error("`unsupported_media_type`: neither JSONL nor multipart/form-data. (A malformed multipart "
                          "body reads as one without a `file` part: 422 `missing_file`.)"),
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
-                         "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`."),
+                         "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`; a line or metadata "
+                         f"nested over {MAX_DEPTH} levels is `too_deep`."),
             "503": error("`queue_unavailable`: some jobs could not be queued; they were marked failed."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
     batch_id = _path_param("batch_id", "batch")
@@ -260,7 +270,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "A batch's status and counts of its jobs by status",
         "parameters": [batch_id],
         "responses": {"200": json_response(ref("Batch"), "The batch."), "404": error("`batch_not_found`."),
-                      **INTERNAL},
+                      **EVERY_OPERATION},
     }
     results = {
         "operationId": "getBatchResults",
@@ -272,7 +282,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
                     "headers": {"Content-Disposition": header("an attachment file name")},
                     "content": {"application/jsonl": {"schema": {"type": "string"}}}},
             "404": error("`batch_not_found`."),
-            **INTERNAL,
+            **EVERY_OPERATION,
         },
     }
     return {

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Request
 
 from api.errors import ApiError
+from api.json_depth import TooDeep, check_depth
 from api.webhook_fields import parse_webhook
 from genq.catalog import Catalog, ServedModel
 from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
@@ -43,13 +44,19 @@ def json_body(request: Request) -> Any:
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
         return loads(raw)
+    except TooDeep as e:
+        raise ApiError(422, "too_deep", f"the body {e}", e.key) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
 
 
 def loads(raw: bytes | str) -> Any:
     """Parse JSON as the API does: NaN, Infinity and numbers too large for a double (1e400) are refused
-    (ValueError), since the database's JSON types and JSON itself have no such values."""
+    (ValueError), since the database's JSON types and JSON itself have no such values, and so is nesting past
+    MAX_DEPTH (TooDeep, a ValueError), measured before the parser recurses."""
+    if isinstance(raw, bytes):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
+    check_depth(raw)
     return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 

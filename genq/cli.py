@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         help="task threads (default: GENQ_BATCH_SIZE for models, plus GENQ_WEBHOOK_CONCURRENCY for webhooks)",
     )
     worker.add_argument("--no-preload", action="store_true", help="load models on their first job, not at start")
+    worker.add_argument("--ready-file", help="write this JSON file once the models are loaded (genq up waits for it)")
     worker.set_defaults(func=_worker)
 
     up = sub.add_parser("up", help="migrate, then run the API and one worker until interrupted")
@@ -98,13 +99,12 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
-
     from api import create_app
+    from api.http_server import make_api_server
 
     settings = Settings.from_env()
     host, port = args.host or settings.host, args.port if args.port is not None else settings.port
-    server = make_server(host, port, create_app(settings), threaded=True)
+    server = make_api_server(host, port, create_app(settings))
     print(f"genq api listening on http://{host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
@@ -134,6 +134,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     app.genq_preload = names if serve_models and not args.no_preload else []  # type: ignore[attr-defined]
     app.genq_sweep = serve_webhooks  # type: ignore[attr-defined]
+    app.genq_ready_file = args.ready_file  # type: ignore[attr-defined]
     model_queues = [settings.models[n].queue for n in names] if serve_models else []
     queues = ",".join(model_queues + ([WEBHOOK_QUEUE] if serve_webhooks else []))
     app.worker_main([

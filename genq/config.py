@@ -94,7 +94,9 @@ class Settings:
     generation_defaults: Mapping[str, Any] = field(default_factory=dict)  # the service's defaults
     batch_size: int = 64  # engine batch = worker thread-pool width
     max_len: int = 2048  # tokens of KV cache per running job (prompt + output), one slot each
-    kv_budget_mb: int = 4096  # memory for the KV cache of each model; slots = min(batch, budget / slot)
+    # memory for the KV cache of each model, slots = min(batch, budget / slot); None (GENQ_KV_BUDGET_MB unset or
+    # "auto"): half the memory available once the model is loaded. On the CPU it is committed as it is written.
+    kv_budget_mb: int | None = None
     # compute dtype of the engines: auto (bfloat16 where the device computes it natively, else float32;
     # models/dtypes.py), float32 (the reference), bfloat16, float16
     dtype: str = "auto"
@@ -157,7 +159,8 @@ class Settings:
             generation_defaults=parse_generation_defaults(env.get("GENQ_GENERATION_DEFAULTS", "")),
             batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
             max_len=_int(env, "GENQ_MAX_LEN", 2048, lo=16, hi=1 << 20),
-            kv_budget_mb=_int(env, "GENQ_KV_BUDGET_MB", 4096, lo=1),
+            kv_budget_mb=None if env.get("GENQ_KV_BUDGET_MB", "").strip() in ("", "auto")
+            else _int(env, "GENQ_KV_BUDGET_MB", 0, lo=1),
             dtype=_choice(env, "GENQ_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),
             device=env.get("GENQ_DEVICE") or None,
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),

@@ -25,6 +25,7 @@ from genq.jobs import JobStore, is_job_id
 from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
+MAX_CURSOR_CHARS = 256  # ours are about 100
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 
 
@@ -56,6 +57,8 @@ def encode_cursor(job: Job) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor stands for; raises CursorError."""
+    if len(cursor) > MAX_CURSOR_CHARS:  # before json.loads, which recurses on nested arrays
+        raise CursorError("not a cursor from this API (use next_cursor as given)")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
@@ -82,37 +85,39 @@ def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None 
 
 
 def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
-    """Queue position and estimated wait of each queued job among `jobs` (others are left out)."""
+    """Queue position and estimated wait of each queued job among `jobs` (others are left out).
+
+    Two statements whatever the number of jobs: the positions of all of them (one ranking of their models'
+    queues), and the recent throughput of each of their models (one count per model)."""
     queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
     if not queued:
         return {}
     now = now or utcnow()
-    rates: dict[str, float] = {}
-    out = {}
+    models = sorted({j.model for j in queued})
     with store.sessions() as session:
-        for job in queued:
-            ahead = session.scalar(
-                select(func.count()).select_from(Job).where(
-                    Job.model == job.model,
-                    Job.status == JobStatus.QUEUED.value,
-                    or_(
-                        Job.priority > job.priority,
-                        and_(Job.priority == job.priority, Job.created_at < job.created_at),
-                        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
-                    ),
-                )
-            ) or 0
-            if job.model not in rates:
-                finished = session.scalar(
-                    select(func.count()).select_from(Job).where(
-                        Job.model == job.model, Job.status.in_(_TERMINAL), Job.started_at.is_not(None),
-                        Job.completed_at >= now - WAIT_WINDOW,
-                    )
-                ) or 0
-                rates[job.model] = finished / WAIT_WINDOW.total_seconds()
-            rate = rates[job.model]
-            wait = round((ahead + 1) / rate, 1) if rate > 0 else None
-            out[job.id] = QueueInfo(ahead, wait)
+        # the delivery order within a model's queue: higher priority first, then older, ties by id
+        rank = func.row_number().over(
+            partition_by=Job.model, order_by=(Job.priority.desc(), Job.created_at, Job.id)
+        )
+        ranked = (
+            select(Job.id, (rank - 1).label("ahead"))
+            .where(Job.status == JobStatus.QUEUED.value, Job.model.in_(models))
+            .subquery()
+        )
+        ahead = dict(session.execute(
+            select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_([j.id for j in queued]))
+        ).all())
+        finished = dict(session.execute(
+            select(Job.model, func.count()).where(
+                Job.model.in_(models), Job.status.in_(_TERMINAL), Job.started_at.is_not(None),
+                Job.completed_at >= now - WAIT_WINDOW,
+            ).group_by(Job.model)
+        ).all())
+    out = {}
+    for job in queued:
+        rate = finished.get(job.model, 0) / WAIT_WINDOW.total_seconds()
+        position = ahead.get(job.id, 0)  # not in the queue any more: a worker took it since it was read
+        out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None)
     return out
 
 

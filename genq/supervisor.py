@@ -1,5 +1,7 @@
 """`genq up`: migrate, run the API and one worker as child processes, and stop them together.
 
+It says the service is up once the API answers /healthz and the worker has loaded its models (it writes a
+ready file, genq/readiness.py); a model that fails to load stops the service with the reason.
 Children get the same environment (so the same Settings). The supervisor forwards SIGINT/SIGTERM to them,
 and if either child exits on its own it stops the other and exits with that child's status: a service that
 is half up is reported, not hidden.
@@ -10,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +20,7 @@ from types import FrameType
 
 from genq import migrate
 from genq.config import Settings
+from genq.readiness import read_readiness
 
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 120.0
@@ -33,9 +37,11 @@ def run_up(host: str | None = None, port: int | None = None) -> int:
     migrate.upgrade(settings.database_url)
     print(f"genq: database ready ({_redact(settings.database_url)})", flush=True)
 
+    ready_dir = tempfile.TemporaryDirectory(prefix="genq-up-")
+    ready_file = os.path.join(ready_dir.name, "worker-ready.json")
     children = {
         "api": _spawn(["api"], env),
-        "worker": _spawn(["worker"], env),
+        "worker": _spawn(["worker", "--ready-file", ready_file], env),
     }
     stopping = False
 
@@ -49,7 +55,7 @@ def run_up(host: str | None = None, port: int | None = None) -> int:
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = f"http://{_client_host(settings.host)}:{settings.port}"
-        ready = False
+        api_ready = ready = False
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             for name, child in children.items():
@@ -60,16 +66,28 @@ def run_up(host: str | None = None, port: int | None = None) -> int:
                     _stop_all(children)
                     return 0 if stopping else (code or 1)
             if not ready and not stopping:
-                if _healthy(url):
-                    ready = True
-                    print(f"genq is up: {url}  (Ctrl-C to stop)", flush=True)
-                elif time.monotonic() > deadline:
-                    print(f"genq: the API did not become healthy within {READY_TIMEOUT_S:.0f}s", file=sys.stderr)
+                worker = read_readiness(ready_file)
+                if worker is not None and worker.error is not None:
+                    print(f"genq: the worker could not load a model ({worker.error}); stopping", file=sys.stderr)
                     _stop_all(children)
                     return 1
+                if not api_ready:
+                    if _healthy(url):
+                        api_ready = True
+                        if worker is None:
+                            print(f"genq: the API answers on {url}; the worker is loading its models", flush=True)
+                    elif time.monotonic() > deadline:
+                        print(f"genq: the API did not become healthy within {READY_TIMEOUT_S:.0f}s", file=sys.stderr)
+                        _stop_all(children)
+                        return 1
+                if api_ready and worker is not None:
+                    ready = True
+                    print(f"genq: models loaded: {', '.join(worker.loaded) or 'none'}", flush=True)
+                    print(f"genq is up: {url}  (Ctrl-C to stop)", flush=True)
             time.sleep(0.2)
     finally:
         _stop_all(children)
+        ready_dir.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -8,6 +8,8 @@ writes each token's keys and values at (slot, position) and attends, for each to
 """
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +25,13 @@ class KVCache:
     @classmethod
     def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
+        """Zeros of that shape; on the CPU, memory the OS commits page by page as positions are first written,
+        so a worker holds what its sequences reached, not n_slots x max_len (see _zeros_committed_on_write)."""
         shape = (n_layers, n_slots, n_kv_heads, max_len, head_dim)
-        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        if torch.device(device).type != "cpu":
+            # device memory is committed at allocation whatever the call; zeros keep never-written keys finite
+            return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        return cls(_zeros_committed_on_write(shape, dtype), _zeros_committed_on_write(shape, dtype))
 
     @staticmethod
     def bytes_per_slot(n_layers: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype) -> int:
@@ -42,6 +49,17 @@ class KVCache:
         """Reuse a cached prompt prefix: positions [0, length) of src become those of dst."""
         self.k[:, dst_slot, :, :length] = self.k[:, src_slot, :, :length]
         self.v[:, dst_slot, :, :length] = self.v[:, src_slot, :, :length]
+
+
+def _zeros_committed_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor of zeros in a private anonymous mapping: it reads as zeros and the OS gives it memory one
+    page at a time, on first write. torch.zeros writes (so commits) every page at once, and torch.empty may
+    hand back reused memory, whose garbage could be NaN: attention reads whole blocks of positions, and a
+    masked position's weight 0 times NaN is NaN."""
+    count = math.prod(shape)
+    buffer = mmap.mmap(-1, count * torch.empty((), dtype=dtype).element_size(),
+                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(buffer, dtype=dtype, count=count).view(shape)  # the tensor keeps the mapping alive
 
 
 @dataclass

@@ -12,6 +12,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from genq.config import Settings
 from genq.queue import make_celery
+from genq.readiness import write_readiness
 from workers import tasks, webhook_tasks
 from workers.context import shutdown_contexts, worker_context
 
@@ -27,6 +28,7 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
     app = make_celery(settings, main="genq-worker")
     app.genq_settings = settings  # type: ignore[attr-defined]
     app.genq_preload = list(preload)  # type: ignore[attr-defined]
+    app.genq_ready_file = None  # type: ignore[attr-defined]
     app.genq_sweep = False  # type: ignore[attr-defined]
     tasks.register(app)
     webhook_tasks.register(app)
@@ -43,9 +45,15 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
 
 @worker_ready.connect
 def _preload_models(sender: Any = None, **_: Any) -> None:
+    """Load the models to preload on a thread of their own, then write the ready file if there is one
+    (`genq worker --ready-file`, which `genq up` waits for): at once when there is nothing to load, and at
+    the first model that fails to load."""
     app = getattr(sender, "app", None)
     names = getattr(app, "genq_preload", [])
+    ready_file = getattr(app, "genq_ready_file", None)
     if not names:
+        if ready_file:
+            write_readiness(ready_file, [])
         return
     host = worker_context(app.genq_settings).host  # type: ignore[union-attr]
 
@@ -53,8 +61,13 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
         for name in names:
             try:
                 host.get(name)
-            except Exception:  # the first job for it reports the failure on the job
+            except Exception as e:  # the first job for it reports the failure on the job
                 log.exception("preloading %s failed", name)
+                if ready_file:
+                    write_readiness(ready_file, host.loaded(), f"{type(e).__name__}: {e}")
+                return
+        if ready_file:
+            write_readiness(ready_file, host.loaded())
 
     threading.Thread(target=load, name="genq-preload", daemon=True).start()
 

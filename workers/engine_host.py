@@ -78,13 +78,14 @@ class EngineHost:
 
 
 def engine_factory(batch_size: int, device: str | None, max_len: int = 2048,
-                   kv_budget_mb: int = 4096, dtype: str = "auto") -> EngineFactory:
+                   kv_budget_mb: int | None = None, dtype: str = "auto") -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
     def build(spec: ModelSpec) -> Any:
         from models.engine import EngineConfig, load_engine
 
-        config = EngineConfig(max_batch=batch_size, max_len=max_len, kv_budget_bytes=kv_budget_mb << 20,
+        budget = None if kv_budget_mb is None else kv_budget_mb << 20  # None: sized from the machine at load
+        config = EngineConfig(max_batch=batch_size, max_len=max_len, kv_budget_bytes=budget,
                               dtype=dtype,
                               **({"device": device} if device else {}))
         return load_engine(str(spec.source), config, quantization=spec.quantization or "none")

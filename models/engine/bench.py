@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--prefill-chunk", type=int, default=512)
-    ap.add_argument("--kv-budget-mb", type=int, default=2048)
+    ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         from models.builtin import smollm2_gguf_path
 
         a.model = str(smollm2_gguf_path())
+    budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
-                                               prefill_chunk=a.prefill_chunk, kv_budget_bytes=a.kv_budget_mb << 20,
+                                               prefill_chunk=a.prefill_chunk, kv_budget_bytes=budget,
                                                dtype=a.dtype))
     engine.start()
     try:

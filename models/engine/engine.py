@@ -16,6 +16,7 @@ import torch
 
 from models.batch import KVCache
 from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
+from models.engine.memory import default_kv_budget, release_freed_heap
 from models.engine.runner import ModelRunner
 from models.engine.sampling import Sampler, TokenLogprob
 from models.engine.scheduler import ScheduledStep, Scheduler
@@ -45,7 +46,8 @@ class EngineConfig:
     """How the engine uses its machine.
 
     max_batch: most sequences decoding together. kv_budget_bytes: memory for the KV cache; the number
-    of slots is min(max_batch, kv_budget_bytes // bytes of one slot of max_len positions).
+    of slots is min(max_batch, kv_budget_bytes // bytes of one slot of max_len positions). None: half the
+    memory available on the device once the weights are loaded (models/engine/memory.py).
     max_len: most positions (prompt + generated) of one sequence, capped by the model's context.
     prefill_chunk: most prompt tokens computed in one step (decode tokens come on top).
     prefix_cache_min: shortest shared prompt prefix reused from another slot (0: no prefix cache).
@@ -53,7 +55,7 @@ class EngineConfig:
     """
 
     max_batch: int = 64
-    kv_budget_bytes: int = 2 * 2**30
+    kv_budget_bytes: int | None = None
     max_len: int = 2048
     prefill_chunk: int = 512
     device: str = "cpu"
@@ -63,6 +65,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for name in ("max_batch", "kv_budget_bytes", "max_len", "prefill_chunk"):
             value = getattr(self, name)
+            if name == "kv_budget_bytes" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EngineConfigError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.prefix_cache_min, bool) or not isinstance(self.prefix_cache_min, int) \
@@ -139,10 +143,15 @@ class Engine:
         self.limits = ModelLimits(vocab_size=int(config.vocab_size), context_length=self.max_len)
         per_slot = KVCache.bytes_per_slot(config.num_layers, config.num_kv_heads, self.max_len, config.head_dim,
                                           ec.torch_dtype)
-        self.n_slots = min(ec.max_batch, ec.kv_budget_bytes // per_slot)
+        budget = ec.kv_budget_bytes if ec.kv_budget_bytes is not None else default_kv_budget(ec.device)
+        self.n_slots = min(ec.max_batch, budget // per_slot)
         if self.n_slots < 1:
-            raise EngineConfigError(f"kv_budget_bytes {ec.kv_budget_bytes} is less than one slot of {self.max_len} "
-                                    f"positions ({per_slot} bytes)")
+            raise EngineConfigError(f"kv_budget_bytes {budget} is less than one slot of {self.max_len} "
+                                    f"positions ({per_slot} bytes): lower max_len")
+        log.info("KV cache: %d slots of %d positions, %s, %.0f MiB at most (budget %.0f MiB%s)%s", self.n_slots,
+                 self.max_len, ec.dtype, self.n_slots * per_slot / 2**20, budget / 2**20,
+                 "" if ec.kv_budget_bytes is not None else ", half the memory available",
+                 ", committed as positions are written" if torch.device(ec.device).type == "cpu" else "")
         self.eos_token_ids = tuple(tokenizer.eos_token_ids)
         self.runner = ModelRunner(network, config, self.n_slots, self.max_len, ec.device, ec.torch_dtype)
         self.sampler = Sampler(self.eos_token_ids)
@@ -233,7 +242,11 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not (self._stopping or self._inbox or self._cancels or self.scheduler.has_work()):
+                idle = not self._has_work()
+            if idle:  # the batch just emptied: hand its steps' freed temporaries back to the OS, once
+                release_freed_heap()
+            with self._cond:
+                while not self._has_work():
                     self._cond.wait()
                 if self._stopping:
                     break
@@ -250,6 +263,9 @@ class Engine:
                 log.exception("engine step failed")
                 self._fail_everything(EngineError(clip(f"engine step failed: {type(e).__name__}: {e}")))
         self._fail_everything(EngineStopped("the engine was stopped"))
+
+    def _has_work(self) -> bool:  # under self._cond
+        return bool(self._stopping or self._inbox or self._cancels or self.scheduler.has_work())
 
     def step(self) -> None:
         """One iteration: schedule, run, sample, collect. Runs on the engine thread.

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.engine.engine import Engine, EngineConfig
+from models.engine.memory import release_freed_heap
 from models.engine.threads import on_fresh_thread
 from models.prompting import load_tokenizer
 
@@ -28,4 +29,6 @@ def load_engine(source: str | Path, engine_config: EngineConfig | None = None,
         tokenizer, template = load_tokenizer(source)
         return Engine(network, config, tokenizer, template, ec)
 
-    return on_fresh_thread(build)
+    engine = on_fresh_thread(build)
+    release_freed_heap()  # the load's temporaries: else the process keeps them as if they were the model
+    return engine

@@ -66,9 +66,9 @@ class ApiThread:
     """The Flask app served over real HTTP by werkzeug, on a free port, in a daemon thread."""
 
     def __init__(self, app: Any):
-        from werkzeug.serving import make_server
+        from api.http_server import make_api_server
 
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_api_server("127.0.0.1", 0, app)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -1,6 +1,7 @@
 """GET /v1/jobs over real HTTP: filters, newest-first cursor pages, and 422 for every bad parameter."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -9,6 +10,9 @@ from typing import Any
 import pytest
 import requests
 from api_fixtures import Api, api  # noqa: F401  (fixture)
+from sqlalchemy import event
+
+from api.services import EXTENSION_KEY
 
 PROMPT = {"prompt": "Hello", "params": {"max_new_tokens": 4}}
 
@@ -102,6 +106,32 @@ def test_limit_defaults_to_20(api: Api) -> None:
         _create(api, run=run)
     page = _list(api, {"metadata[run]": run})
     assert len(page["data"]) == 20 and page["has_more"] is True
+
+
+def test_a_page_of_100_queued_jobs_costs_the_statements_of_a_page_of_one(api: Api) -> None:
+    api.cancel_all_queued()  # so the positions count only this test's jobs
+    run = uuid.uuid4().hex
+    lines = "".join(json.dumps({"custom_id": str(i), **PROMPT, "metadata": {"run": run}}) + "\n" for i in range(100))
+    response = requests.post(f"{api.url}/v1/batches", data=lines, timeout=30,
+                             headers={"content-type": "application/jsonl"})
+    assert response.status_code == 202, response.text
+    statements: list[str] = []
+    engine = api.app.extensions[EXTENSION_KEY].db  # type: ignore[attr-defined]
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        one = _list(api, {"metadata[run]": run, "limit": 1})
+        one_cost, statements[:] = len(statements), []
+        page = _list(api, {"metadata[run]": run, "limit": 100})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(page["data"]) == 100 and one["data"][0] == page["data"][0]
+    # newest first, so the positions run from the back of the queue to its head
+    assert [job["queue_position"] for job in page["data"]] == list(range(99, -1, -1))
+    assert len(statements) == one_cost <= 3, statements
 
 
 @pytest.mark.parametrize("params,field", [

@@ -79,6 +79,17 @@ def test_engine_memory_and_dtype_come_from_the_environment():
     assert (s.max_len, s.kv_budget_mb, s.dtype) == (512, 1024, "bfloat16")
 
 
+@pytest.mark.parametrize("value", [None, "", "auto"])
+def test_the_kv_budget_defaults_to_one_sized_from_the_machine_at_load(value: str | None) -> None:
+    assert Settings.from_env({} if value is None else {"GENQ_KV_BUDGET_MB": value}).kv_budget_mb is None
+
+
+def test_a_bad_kv_budget_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"GENQ_KV_BUDGET_MB": "0"})
+    assert "GENQ_KV_BUDGET_MB" in str(e.value)
+
+
 def test_an_unknown_dtype_is_refused_naming_the_variable():
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"GENQ_DTYPE": "float8"})

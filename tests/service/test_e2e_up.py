@@ -29,6 +29,9 @@ def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
         up.wait_for_line("genq is up: http://127.0.0.1:", STARTUP_TIMEOUT_S)
         url = f"http://127.0.0.1:{port}"
         ready_s = time.perf_counter() - started
+        # up means the model is in memory: the worker logged it loaded before the supervisor said so
+        up_at = next(i for i, line in enumerate(up.lines) if "genq is up" in line)
+        assert any("model smollm2-135m-instruct ready in" in line for line in up.lines[:up_at]), up.output()
         response = requests.post(f"{url}/v1/jobs", timeout=10, json={
             "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "params": {"max_new_tokens": 24},
@@ -47,7 +50,7 @@ def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
         assert Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers) == job
         assert job["status"] == "succeeded", (job, up.output())
         assert "Paris" in job["output"]["text"]
-        print(f"\ngenq up: API healthy after {ready_s:.1f}s, first job finished after {first_job_s:.1f}s")
+        print(f"\ngenq up: up (model loaded) after {ready_s:.1f}s, first job finished after {first_job_s:.1f}s")
         assert (tmp_path / "var" / "genq.db").is_file()
     finally:
         receiver.close()
@@ -55,6 +58,20 @@ def test_genq_up_serves_a_job_on_embedded_defaults(tmp_path: Path) -> None:
     assert code == 0, up.output()
     # the API port is released: the children are gone
     wait_until(lambda: not _listening(port), 10, "the API port was not released")
+
+
+def test_genq_up_stops_with_the_reason_when_a_model_fails_to_load(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file")
+    env = {"DATABASE_URL": "", "GENQ_BROKER_URL": "", "GENQ_BROKER_KEY_PREFIX": "",
+           "GENQ_MODELS": f"broken={broken}"}  # preloaded first (names in order), so no other model loads
+    up = Child(["up", "--port", str(free_port())], env, cwd=tmp_path)
+    try:
+        up.proc.wait(timeout=120)  # the file fails to load at once
+    finally:
+        code = up.stop()
+    assert code == 1, up.output()
+    assert "the worker could not load a model" in up.output() and "genq is up" not in up.output()
 
 
 def _listening(port: int) -> bool:

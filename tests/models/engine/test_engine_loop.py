@@ -1,6 +1,7 @@
 """The engine loop over a toy network: batching never changes a request's tokens; cancel, join, stops, errors."""
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -232,3 +233,17 @@ def test_kv_budget_smaller_than_one_slot_is_refused(toy_engine_factory):
 def test_slots_are_limited_by_the_kv_budget(toy_engine_factory):
     per_slot = 2 * 1 * 1 * 256 * 16 * 4
     assert toy_engine_factory(kv_budget_bytes=3 * per_slot + 5).n_slots == 3
+
+
+def test_without_a_budget_the_cache_is_sized_from_available_memory_and_logged(toy_engine_factory, caplog):
+    with caplog.at_level(logging.INFO, logger="models.engine.engine"):
+        engine = toy_engine_factory(max_batch=64)  # 64 slots of 256 positions: 2 MiB, which any machine has
+    assert engine.n_slots == 64
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("KV cache:"))
+    assert "64 slots of 256 positions" in line and "MiB at most" in line and "half the memory available" in line
+
+
+def test_without_a_budget_a_slot_larger_than_the_machine_is_refused_naming_max_len(toy_engine_factory):
+    huge = ToyConfig(max_position_embeddings=2**40)  # one slot: 2**40 positions, 128 TiB
+    with pytest.raises(EngineConfigError, match="max_len"):
+        toy_engine_factory(network=ToyNetwork(ToyConfig()), config=huge, max_len=2**40)
