@@ -14,35 +14,49 @@ from dataclasses import dataclass
 
 import torch
 
+# Every slot holds a whole number of this many positions (max_len is rounded up): attention reads keys in
+# whole blocks (models/invariant_ops.py), and a block must never be cut short by the end of a slot.
+SLOT_ALIGN = 256
+
+
+def slot_positions(max_len: int) -> int:
+    """Positions a slot holds for sequences of up to max_len: max_len rounded up to whole SLOT_ALIGNs."""
+    return -(-max_len // SLOT_ALIGN) * SLOT_ALIGN
+
 
 @dataclass
 class KVCache:
-    """Keys and values for every layer and slot: (n_layers, n_slots, n_kv_heads, max_len, head_dim) each."""
+    """Keys and values for every layer and slot: (n_layers, n_slots, n_kv_heads, capacity, head_dim) each, for
+    sequences of up to `max_len` positions; capacity is max_len rounded up to whole SLOT_ALIGNs."""
 
     k: torch.Tensor
     v: torch.Tensor
+    max_len: int
 
     @classmethod
     def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
-        """Zeros of that shape; on the CPU, memory the OS commits page by page as positions are first written,
-        so a worker holds what its sequences reached, not n_slots x max_len (see _zeros_committed_on_write)."""
-        shape = (n_layers, n_slots, n_kv_heads, max_len, head_dim)
+        """Zeros of that shape (max_len rounded up to whole SLOT_ALIGNs); on the CPU, memory the OS commits page
+        by page as positions are first written, so a worker holds what its sequences reached, not
+        n_slots x max_len (see _zeros_committed_on_write)."""
+        shape = (n_layers, n_slots, n_kv_heads, slot_positions(max_len), head_dim)
         if torch.device(device).type != "cpu":
             # device memory is committed at allocation whatever the call; zeros keep never-written keys finite
-            return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-        return cls(_zeros_committed_on_write(shape, dtype), _zeros_committed_on_write(shape, dtype))
+            return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
+                       max_len)
+        return cls(_zeros_committed_on_write(shape, dtype), _zeros_committed_on_write(shape, dtype), max_len)
 
     @staticmethod
     def bytes_per_slot(n_layers: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype) -> int:
-        return 2 * n_layers * n_kv_heads * max_len * head_dim * torch.empty((), dtype=dtype).element_size()
+        positions = slot_positions(max_len)
+        return 2 * n_layers * n_kv_heads * positions * head_dim * torch.empty((), dtype=dtype).element_size()
 
     @property
     def n_slots(self) -> int:
         return self.k.shape[1]
 
     @property
-    def max_len(self) -> int:
+    def capacity(self) -> int:
         return self.k.shape[3]
 
     def copy_prefix(self, src_slot: int, dst_slot: int, length: int) -> None:

@@ -15,7 +15,6 @@ the cache, then attends:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -23,39 +22,13 @@ from torch import nn
 
 from models.batch import BatchPlan, KVCache
 from models.config import ModelConfig
+from models.invariant_ops import (DECODE_KEY_BLOCK, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE, RowTiling, attend,
+                                  key_span, project)
 from models.rope import RotaryEmbedding
 
 # Decode attention views the slice of slots min..max in place (no gather) while that slice holds at most
 # this many slots per decoding sequence; sparser steps gather their slots' keys instead.
 DENSE_SLOTS_FACTOR = 3
-
-# A projection over fewer rows than this runs on this many, zero-padded. CPU GEMM kernels pick their
-# blocking by row count, and below 8 rows the pick changes a row's result (measured on the default model:
-# float32 differs at 1, 2, 3, 5 and 7 rows, bfloat16 at 1, against the same row among 96; from 8 rows on,
-# and every count padded to 8, each row's result is the same bits). So a sequence's logits do not depend
-# on how many others share its step, and a lone job decodes exactly as it would in a full batch.
-MIN_GEMM_ROWS = 8
-
-# Attention reads keys in whole blocks of this many positions (the hidden ones masked), so that how many keys
-# a step reads (set by its longest sequence, or by where a prompt's chunk ends) cannot change a row's
-# result either: summing over a different count of keys rounds differently, even when the extra keys add 0.
-KEY_BLOCK = 64
-
-
-def key_span(n: int, max_len: int) -> int:
-    """Keys read for a longest position of n - 1: n rounded up to whole KEY_BLOCKs, at most max_len."""
-    return min(-(-n // KEY_BLOCK) * KEY_BLOCK, max_len)
-
-
-def pad_rows(x: torch.Tensor) -> torch.Tensor:
-    """x with zero rows appended along dim -2 up to MIN_GEMM_ROWS (x itself when it has as many)."""
-    short = MIN_GEMM_ROWS - x.shape[-2]
-    return F.pad(x, (0, 0, 0, short)) if short > 0 else x
-
-
-def project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """layer(x) for x (N, in), computed on at least MIN_GEMM_ROWS rows (see above)."""
-    return layer(pad_rows(x))[:x.shape[0]]
 
 
 def attention_bias(q_pos: torch.Tensor, keys: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
@@ -90,12 +63,13 @@ class _Step:
     cos: torch.Tensor  # (N, 1, head_dim)
     sin: torch.Tensor  # (N, 1, head_dim)
     num_decode: int
+    tiling: RowTiling  # how the step's rows are cut for projections (models/invariant_ops.py)
     # Decode attention runs over R cache rows: either the B decode slots gathered (R = B), or, cheaper when
     # the slots are dense, the slice of slots lo..hi viewed in place (R = hi - lo + 1, rows of slots that
     # are not decoding attend to their position 0 and are dropped).
     decode_slots: torch.Tensor | slice  # (B,) slots to gather, or slice(lo, hi + 1) to view
     decode_rows: torch.Tensor | None  # (B,) each decode token's row among the R, None when row i = token i
-    decode_len: int  # keys per row: longest decode position + 1, rounded up to whole KEY_BLOCKs
+    decode_len: int  # keys per row: longest decode position + 1, rounded up to whole DECODE_KEY_BLOCKs
     decode_bias: torch.Tensor | None  # (R * KV, group, decode_len) float: 0 = attend, -inf = hidden
     prefills: list[tuple[int, int, int, int]]  # (offset, slot, start, length)
     prefill_biases: list[torch.Tensor]  # (1, length * group, start + length) float: 0 = attend, -inf = hidden
@@ -113,7 +87,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
         n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = project(self.qkv_proj, x).split(self.split, dim=-1)
+        q, k, v = project(self.qkv_proj, x, step.tiling).split(self.split, dim=-1)
         q = RotaryEmbedding.apply(q.view(n, h, hd), step.cos, step.sin)  # (N, H, hd)
         k = RotaryEmbedding.apply(k.view(n, kvh, hd), step.cos, step.sin)  # (N, KV, hd)
         k_cache, v_cache = cache.k[self.layer], cache.v[self.layer]  # (slots, KV, max_len, hd) views
@@ -128,25 +102,25 @@ class Attention(nn.Module):
         for (offset, slot, start, length), bias in zip(step.prefills, step.prefill_biases):
             out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_cache[slot],
                                                                   v_cache[slot], bias)
-        return project(self.o_proj, out.view(n, h * hd))
+        return project(self.o_proj, out.view(n, h * hd), step.tiling)
 
     def _prefill_attention(self, q: torch.Tensor, k_slot: torch.Tensor, v_slot: torch.Tensor,
                            bias: torch.Tensor) -> torch.Tensor:
         """Attention of one prefill chunk's T queries q (T, H, hd) over the first S keys of their slot
         (k_slot, v_slot: (KV, max_len, hd)); bias (1, T * group, S): 0 = attend, -inf = hidden.
 
-        Two batched matmuls per kv head, its query heads' rows stacked (t-major): a query row's result
-        then does not depend on how its prompt was cut into chunks (hidden keys add exact zeros), which
-        torch's fused attention does not promise (measured: bfloat16 logits moved by up to 0.3 between a
-        prompt prefilled whole and in three chunks).
+        Per kv head, its query heads' rows stacked (t-major) against the slot's keys: a query row's result
+        does not depend on how its prompt was cut into chunks (models/invariant_ops.py), which torch's
+        fused attention does not promise (measured: bfloat16 logits moved by up to 0.3 between a prompt
+        prefilled whole and in three chunks).
         """
         t, h, hd = q.shape
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
-        rows = pad_rows(q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd))
-        scores = torch.baddbmm(pad_rows(bias), rows, k_slot[:, :keys].transpose(1, 2), alpha=hd ** -0.5)
-        o = torch.bmm(scores.softmax(dim=-1), v_slot[:, :keys])  # (KV, rows, hd)
-        return o[:, :t * group].reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
+        rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
+        o = attend(rows, k_slot[:, :keys], v_slot[:, :keys], bias, hd ** -0.5, PREFILL_KEY_BLOCK,
+                   PREFILL_QUERY_TILE)  # (KV, T * group, hd)
+        return o.reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
 
     def _decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                           step: _Step) -> torch.Tensor:
@@ -154,8 +128,9 @@ class Attention(nn.Module):
 
         One query per sequence, so each kv head's group of query heads plays the query-length dim: per
         (row, kv head), q (group, hd) against k, v (decode_len, hd), and no copy of k/v per query head.
-        Two batched matmuls rather than scaled_dot_product_attention: faster on CPU for these shapes
-        (a few query rows against a few hundred keys), and they take the in-place views of the cache.
+        Batched matmuls rather than scaled_dot_product_attention: faster on CPU for these shapes (a few
+        query rows against a few hundred keys), they take the in-place views of the cache, and their
+        reductions are at fixed shapes (models/invariant_ops.py).
         """
         kvh, group, hd, length = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, step.decode_len
         if step.decode_rows is None:
@@ -168,9 +143,8 @@ class Attention(nn.Module):
         # slot's stride is KV times a head's
         k = k_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
         v = v_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
-        scores = torch.baddbmm(step.decode_bias, rows_q.view(r * kvh, group, hd), k.transpose(1, 2),
-                               alpha=hd ** -0.5)  # (R * KV, group, len)
-        o = torch.bmm(scores.softmax(dim=-1), v).view(r, self.n_heads, hd)
+        o = attend(rows_q.view(r * kvh, group, hd), k, v, step.decode_bias, hd ** -0.5, DECODE_KEY_BLOCK)
+        o = o.view(r, self.n_heads, hd)
         return o if step.decode_rows is None else o[step.decode_rows]
 
 
@@ -180,9 +154,9 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = project(self.gate_up_proj, x).chunk(2, dim=-1)
-        return project(self.down_proj, F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, tiling: RowTiling) -> torch.Tensor:
+        gate, up = project(self.gate_up_proj, x, tiling).chunk(2, dim=-1)
+        return project(self.down_proj, F.silu(gate) * up, tiling)
 
 
 class DecoderLayer(nn.Module):
@@ -195,7 +169,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cache, step)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x), step.tiling)
 
 
 class LlamaNetwork(nn.Module):
@@ -209,6 +183,16 @@ class LlamaNetwork(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self._rope: RotaryEmbedding | None = None  # made on first use: the module may be built on `meta`
+
+    def _head(self) -> nn.Module:
+        """The LM head as a Linear (a view of the embedding matrix when the model ties them)."""
+        if self.lm_head is not None:
+            return self.lm_head
+        if getattr(self, "_tied_head", None) is None or self._tied_head.weight is not self.embed_tokens.weight:
+            head = nn.Linear(self.cfg.hidden_size, self.cfg.vocab_size, bias=False, device="meta")
+            head.weight = self.embed_tokens.weight
+            object.__setattr__(self, "_tied_head", head)  # not a submodule: no second copy in state_dict
+        return self._tied_head
 
     @property
     def device(self) -> torch.device:
@@ -231,8 +215,7 @@ class LlamaNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x, cache, step)
         x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
-        head = self.lm_head if self.lm_head is not None else partial(F.linear, weight=self.embed_tokens.weight)
-        logits = project(head, x)
+        logits = project(self._head(), x, RowTiling.uniform(x.shape[0], self.dtype))
         return logits.float()
 
     def forward_full(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -266,7 +249,7 @@ class LlamaNetwork(nn.Module):
         decode_rows, decode_len, decode_bias = None, 0, None
         if b:
             pos = positions[:b]
-            decode_len = key_span(int(pos.max()) + 1, cache.max_len)
+            decode_len = key_span(int(pos.max()) + 1, DECODE_KEY_BLOCK)
             lo, hi = int(plan.slots[:b].min()), int(plan.slots[:b].max())
             if hi - lo + 1 <= DENSE_SLOTS_FACTOR * b:
                 # view slots lo..hi in place: gathering B slots' keys costs more than reading a few idle ones
@@ -285,7 +268,8 @@ class LlamaNetwork(nn.Module):
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
             q_pos = torch.arange(start, start + length, device=dev)
-            bias = attention_bias(q_pos, key_span(start + length, cache.max_len), window, self.dtype)  # (T, S)
+            bias = attention_bias(q_pos, key_span(start + length, PREFILL_KEY_BLOCK), window, self.dtype)  # (T, S)
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
-        return _Step(slots, positions, cos, sin, b, decode_slots, decode_rows, decode_len, decode_bias,
+        tiling = RowTiling.for_step(n, b, self.dtype)
+        return _Step(slots, positions, cos, sin, b, tiling, decode_slots, decode_rows, decode_len, decode_bias,
                      list(plan.prefills), biases)

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 
+from models.batch import BatchPlan
 from models.llama import LlamaNetwork
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def _prefill(net, plans, cache, slot: int, ids: list[int], chunks: list[int] | N
 def test_a_prompt_in_chunks_gives_the_logits_of_the_whole(net, plans, prompts):
     ids = prompts[6]
     whole = _prefill(net, plans, net.new_cache(1, MAX_LEN), 0, ids)
-    for chunks in ([64, 66], [1, 7, 100, 22], [33, 33, 33, 31]):
+    for chunks in ([64, 66], [1, 7, 100, 22], [33, 33, 33, 31], [129, 1], [2, 128]):
         assert torch.equal(_prefill(net, plans, net.new_cache(1, MAX_LEN), 0, ids, chunks), whole), chunks
 
 
@@ -51,6 +52,31 @@ def test_a_decode_step_alone_gives_the_logits_it_gets_beside_others(net, plans, 
     next_tokens = [int(t) for t in torch.randint(100, 40000, (n,), generator=torch.Generator().manual_seed(1))]
     together = net(plans.decode(next_tokens, LENGTHS, list(range(n))), cache)
     for slot in (0, 4, 6):  # shortest beside longer ones, and the longest
+        alone_cache = net.new_cache(1, MAX_LEN)
+        _prefill(net, plans, alone_cache, 0, prompts[slot])
+        alone = net(plans.decode([next_tokens[slot]], [LENGTHS[slot]], [0]), alone_cache)[0]
+        assert torch.equal(alone, together[slot]), slot
+
+
+def test_a_step_mixing_decode_and_prefill_gives_each_sequence_its_logits_alone(net, plans, prompts):
+    """Decode rows beside a prompt being prefilled, and that prompt's chunk behind the decode rows: each part's
+    rows land in other tiles than alone, and each gets its logits alone."""
+    n = len(prompts) - 1  # the last prompt is prefilled in the mixed step
+    cache = net.new_cache(n + 1, MAX_LEN)
+    for slot, ids in enumerate(prompts[:n]):
+        _prefill(net, plans, cache, slot, ids)
+    next_tokens = list(range(1000, 1000 + n))
+    decode = plans.decode(next_tokens, LENGTHS[:n], list(range(n)))
+    chunk = plans.prefill(prompts[n], n)
+    mixed = BatchPlan(token_ids=torch.cat([decode.token_ids, chunk.token_ids]),
+                      positions=torch.cat([decode.positions, chunk.positions]),
+                      slots=torch.cat([decode.slots, chunk.slots]), num_decode=n,
+                      prefills=[(n, n, 0, len(prompts[n]))],
+                      logits_rows=torch.cat([decode.logits_rows, chunk.logits_rows + n]))
+    together = net(mixed, cache)
+    alone_cache = net.new_cache(1, MAX_LEN)
+    assert torch.equal(_prefill(net, plans, alone_cache, 0, prompts[n]), together[n])
+    for slot in (0, 3):
         alone_cache = net.new_cache(1, MAX_LEN)
         _prefill(net, plans, alone_cache, 0, prompts[slot])
         alone = net(plans.decode([next_tokens[slot]], [LENGTHS[slot]], [0]), alone_cache)[0]

@@ -1,7 +1,11 @@
 """The engine with the real default model (SmolLM2-135M-Instruct, float32 CPU)."""
 from __future__ import annotations
 
+import copy
+import time
+
 import pytest
+import torch
 
 from models.engine import Engine, EngineConfig
 from models.engine.loading import load_tokenizer
@@ -61,3 +65,27 @@ def test_stop_string_cuts_a_real_reply(make_engine):
     full = engine.submit(_chat("a", PROMPTS[0], max_new_tokens=24)).wait(120).text
     cut = engine.submit(_chat("b", PROMPTS[0], max_new_tokens=24, stop=("Paris",))).wait(120)
     assert cut.finish_reason == "stop" and cut.text == full[:full.index("Paris")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_identical_greedy_prompts_get_identical_answers_whenever_they_join_the_batch(smollm, gguf_path, dtype):
+    """Six copies of one greedy chat join a running batch at different steps, beside other chats of other
+    lengths: each copy's prompt is cut into other chunks and decoded beside other neighbours, and all six
+    answers are the same tokens (on an Intel Xeon, 4 of 6 differed before the network's products were made
+    batch-invariant by construction)."""
+    net = smollm if dtype == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
+    tokenizer, template = load_tokenizer(gguf_path)
+    engine = Engine(net, net.cfg, tokenizer, template, EngineConfig(max_len=512, dtype=dtype, prefill_chunk=48))
+    engine.start()
+    try:
+        copies, others = [], []
+        for i in range(6):
+            copies.append(engine.submit(_chat(f"same{i}", "Explain why the sky is blue.", max_new_tokens=40)))
+            others.append(engine.submit(_chat(f"other{i}", PROMPTS[i + 1], max_new_tokens=12 + 9 * i)))
+            time.sleep(0.15 * i)  # later copies join a batch already decoding
+        answers = [h.wait(300).token_ids for h in copies]
+        for h in others:
+            h.wait(300)
+    finally:
+        engine.stop()
+    assert all(a == answers[0] for a in answers), [len(a) for a in answers]
