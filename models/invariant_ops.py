@@ -36,11 +36,12 @@ from torch import nn
 
 from models.batch import SLOT_ALIGN
 
-# Row tile heights (decode, prefill) by compute dtype. A decode step holds 1 to max_batch rows: a lower tile
-# costs a lone sequence less, a taller one costs a full batch fewer passes over the weights. In float32 the
-# multiplies themselves are dear, so its tiles are lower. Prefill chunks are long, and a taller tile keeps
-# their GEMMs efficient; padding costs at most one tile per step, shared by all the step's prompts.
-TILE_HEIGHTS = {torch.float32: (16, 64), torch.bfloat16: (32, 128), torch.float16: (32, 128)}
+# Row tile heights (decode, prefill) by compute dtype, chosen by measuring the default model's steps on a
+# 2-core Xeon (README, "Batch invariance"). A decode step holds 1 to max_batch rows: a lower tile costs a
+# lone sequence less, a taller one costs a full batch fewer passes over the weights. Prefill chunks are long,
+# and a taller tile keeps their GEMMs efficient; padding costs at most one tile per step, shared by all the
+# step's prompts. In float32 the multiplies themselves are dear, so its prefill tile is lower.
+TILE_HEIGHTS = {torch.float32: (32, 64), torch.bfloat16: (32, 256), torch.float16: (32, 256)}
 
 # Keys are read, softmaxed and reduced in whole blocks of this many positions: decode steps read every
 # sequence's keys up to the longest one's, rounded up to a block, so their block is small; a prefill chunk
@@ -48,7 +49,7 @@ TILE_HEIGHTS = {torch.float32: (16, 64), torch.bfloat16: (32, 128), torch.float1
 DECODE_KEY_BLOCK = 64
 PREFILL_KEY_BLOCK = 256
 # A prefill chunk's query rows (T tokens x the heads of a kv head) are attended in tiles of this many rows.
-PREFILL_QUERY_TILE = 64
+PREFILL_QUERY_TILE = 192
 if SLOT_ALIGN % PREFILL_KEY_BLOCK or SLOT_ALIGN % DECODE_KEY_BLOCK:
     raise ImportError("a slot must hold whole key blocks: SLOT_ALIGN is not a multiple of the key blocks")
 
