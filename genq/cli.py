@@ -158,7 +158,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from genq.db import make_engine, make_session_factory
     from genq.jobs import JobStore
     from genq.queue import Publisher, make_celery
-    from genq.sweeper import sweep
+    from genq.sweeper import Sweeper, confirm_lost_after, sweep
 
     settings = Settings.from_env()
     if args.every is not None and args.every <= 0:
@@ -166,11 +166,17 @@ def _sweep(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     store, publisher = JobStore(make_session_factory(engine)), Publisher(make_celery(settings, main="genq-sweep"))
     try:
-        while True:
+        if args.every is None:  # once: every expired lease counts as a lost worker
             report = sweep(store, publisher, settings.republish_after)
             print(json.dumps(dataclasses.asdict(report)), flush=True)
-            if args.every is None:
-                return 0
+            return 0
+        # as a worker's sweeper does: leases seen to stay expired, and a database outage waited out
+        sweeper = Sweeper(store, publisher, args.every, settings.republish_after,
+                          confirm_lost_after(settings.lease_seconds))
+        while True:
+            found = sweeper.sweep_once()
+            if found is not None:
+                print(json.dumps(dataclasses.asdict(found)), flush=True)
             time.sleep(args.every)
     except KeyboardInterrupt:
         return 0

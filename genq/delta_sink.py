@@ -6,6 +6,9 @@ would put the database on the engine's critical path.
 
 Before a worker stores a job's result it calls `flush()`, which writes everything pending before returning,
 so a job's text events always precede its final status event.
+
+While the database is unavailable the text waits in memory, in order, and goes out with the first write that
+succeeds; the outage is logged once (genq.db_retry.OutageLog), not once per interval.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.db_errors import is_unavailable
+from genq.db_retry import OutageLog
 from genq.schema import Job, JobStatus, utcnow
 from genq.schema_events import JobEvent
 
@@ -35,6 +40,7 @@ class DeltaSink:
         self._write_lock = threading.Lock()  # one write at a time, so a job's pieces stay in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = OutageLog(log, "text events")
         self.writes = 0  # transactions written (for tests and the log)
 
     def add(self, job_id: str, text: str) -> None:
@@ -68,8 +74,12 @@ class DeltaSink:
             thread.join(timeout=10)
         self.flush()
 
-    def flush(self) -> int:
-        """Write every pending piece now; returns the number of events written."""
+    def flush(self, raise_unavailable: bool = False) -> int:
+        """Write every pending piece now; returns the number of events written.
+
+        A failed write keeps the text for the next flush. `raise_unavailable`: if it failed because the database
+        is unavailable, raise that error (a worker about to store a job's outcome waits for its text first).
+        """
         with self._write_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
@@ -77,13 +87,19 @@ class DeltaSink:
                 return 0
             try:
                 written = self._write(batch)
-            except Exception:
+            except Exception as e:
                 # keep the text for the next flush, ahead of anything that arrived meanwhile
-                log.warning("writing %d jobs' text events failed; will retry", len(batch), exc_info=True)
                 with self._lock:
                     for job_id, pieces in batch.items():
                         self._pending[job_id] = pieces + self._pending.get(job_id, [])
+                if is_unavailable(e):
+                    self._outage.failed(e)
+                    if raise_unavailable:
+                        raise
+                else:
+                    log.warning("writing %d jobs' text events failed; will retry", len(batch), exc_info=True)
                 return 0
+            self._outage.recovered()
             self.writes += 1
             return written
 
