@@ -8,7 +8,8 @@
 `id` is the event's per-job sequence number (`done` repeats the last one). A client reconnecting with
 `Last-Event-ID: n` gets the events after n: no gap, no repeat. The stream polls the log every
 GENQ_EVENTS_POLL_MS, holding no database connection while it waits, and writes a comment line every
-GENQ_EVENTS_KEEPALIVE seconds of silence so proxies keep the connection open.
+GENQ_EVENTS_KEEPALIVE seconds of silence so proxies keep the connection open. While the database is
+unavailable the stream stays open, silent but for the keep-alives, and resumes where it was when it is back.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
 from api.services import services
+from genq.db_errors import is_unavailable
 from genq.job_events import event_data, is_final_status, read_events
 from genq.schema import Job
 from genq.serialize import job_to_dict
@@ -29,6 +31,7 @@ bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
 
 PAGE = 500  # events read per poll
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a client's EventSource reconnects
+OUTAGE_POLL_S = 1.0  # how often a stream tries the database again while it is unavailable
 
 
 @bp.get("/<job_id>/events")
@@ -52,10 +55,19 @@ def _stream(
     yield f"retry: {RECONNECT_MS}\n\n"
     quiet_since = time.monotonic()
     while True:
-        with sessions() as session:  # closed before any sleep: an idle stream holds no connection
-            events = read_events(session, job_id, last, PAGE)
-            final = next((e for e in events if e.kind == "status" and is_final_status(e.data["status"])), None)
-            job = session.get(Job, job_id) if final is not None or not events else None
+        down = False
+        try:
+            with sessions() as session:  # closed before any sleep: an idle stream holds no connection
+                events = read_events(session, job_id, last, PAGE)
+                final = next((e for e in events if e.kind == "status" and is_final_status(e.data["status"])), None)
+                job = session.get(Job, job_id) if final is not None or not events else None
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            events, final, job, down = [], None, None, True  # an outage: wait it out as silence
+        else:
+            if not events and job is None:  # deleted while streaming
+                return
         for event in events:
             yield _frame(event.seq, event.kind, event_data(event))
             last = event.seq
@@ -66,15 +78,13 @@ def _stream(
         if events:
             quiet_since = time.monotonic()
             continue  # there may be more right away
-        if job is None:  # deleted while streaming
-            return
-        if is_final_status(job.status) and job.event_seq <= last:  # e.g. a job from before the event log
+        if job is not None and is_final_status(job.status) and job.event_seq <= last:  # e.g. from before the log
             yield _frame(last, "done", job_to_dict(job))
             return
         if time.monotonic() - quiet_since >= keepalive_s:
             yield ": keep-alive\n\n"
             quiet_since = time.monotonic()
-        time.sleep(poll_s)
+        time.sleep(max(poll_s, OUTAGE_POLL_S) if down else poll_s)
 
 
 def _frame(event_id: int, kind: str, data: Any) -> str:

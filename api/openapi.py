@@ -12,7 +12,16 @@ from typing import Any, Sequence
 
 from flask import Blueprint, Response, jsonify
 
-from api.openapi_paths import INTERNAL, batch_paths, error, job_paths, json_response
+from api.openapi_paths import (
+    INTERNAL,
+    SERVER_ERRORS,
+    UNAVAILABLE_CODES,
+    batch_paths,
+    error,
+    job_paths,
+    json_response,
+    unavailable,
+)
 from api.openapi_schemas import Schema, component_schemas, ref
 from api.services import services
 from genq.config import Settings
@@ -22,8 +31,10 @@ bp = Blueprint("openapi", __name__, url_prefix="/v1")
 OPENAPI_VERSION = "3.1.0"
 
 
-def _operation(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
-    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **INTERNAL}}
+def _operation(operation_id: str, summary: str, responses: dict[str, Schema], database: bool = True) -> Schema:
+    """An operation; `database`: it reads the database, so it may answer 503 when that is down."""
+    return {"operationId": operation_id, "summary": summary,
+            "responses": {**(SERVER_ERRORS if database else {}), **responses, **INTERNAL}}
 
 
 def _service() -> dict[str, Schema]:
@@ -34,12 +45,17 @@ def _service() -> dict[str, Schema]:
             "rotateWebhookSecret", "Make a new current secret; the previous one keeps signing for the grace period",
             {"200": secret})},
         "/v1/models": {"get": _operation(
-            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")})},
+            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")},
+            database=False)},
         "/healthz": {"get": _operation(
-            "health", "The API answers and its database is reachable",
-            {"200": json_response(ref("Health"), "Healthy."), "503": error("`database_unavailable`.")})},
+            "health", "The API answers, its database is reachable and migrated, its broker is reachable",
+            {"200": json_response(ref("Health"), "Healthy: each check's state in words."),
+             "503": unavailable("Unhealthy: the first failing check's code, `database_unavailable`, "
+                                "`database_not_migrated` (run `genq db upgrade`) or `broker_unavailable`; the "
+                                "message names every failing check.")})},
         "/v1/openapi.json": {"get": _operation(
-            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")})},
+            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")},
+            database=False)},
     }
 
 
@@ -56,7 +72,10 @@ def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str
         "paths": {**job_paths(settings), **batch_paths(settings), **_service()},
         "components": {
             "schemas": component_schemas(served_models, settings.max_metadata_bytes),
-            "responses": {"InternalError": error("`internal_error`: a bug or an outage (logged in full).")},
+            "responses": {
+                "InternalError": error("`internal_error`: a bug (logged in full)."),
+                "Unavailable": unavailable(UNAVAILABLE_CODES),
+            },
         },
     }
 

@@ -30,6 +30,14 @@ def header(description: str, required: bool = True) -> Schema:
 
 
 INTERNAL = {"500": {"$ref": "#/components/responses/InternalError"}}
+UNAVAILABLE_CODES = ("`database_unavailable`: the database cannot be reached; `database_not_migrated`: its "
+                     "schema is missing or behind the code (`genq db upgrade`). Try again after `Retry-After`.")
+SERVER_ERRORS = {"503": {"$ref": "#/components/responses/Unavailable"}, **INTERNAL}  # every route on the database
+
+
+def unavailable(description: str) -> Schema:
+    """A 503: a dependency is down; the error shape, with `Retry-After`."""
+    return error(description) | {"headers": {"Retry-After": header("seconds to wait before trying again")}}
 
 
 def _path_param(name: str, what: str) -> Schema:
@@ -89,7 +97,8 @@ def _create_job(settings: Settings) -> Schema:
                          "`webhook_url_forbidden`, `webhook_url_unresolvable`, `webhook_events_filter_invalid`; "
                          "`field` names the field. A bad `Idempotency-Key` or `Prefer: wait` (`invalid_value`) "
                          "or a key reused with another body (`idempotency_key_reused`) names the header."),
-            "503": error("`queue_unavailable`: the broker refused the job; it was recorded as failed."),
+            "503": unavailable("`queue_unavailable`: the broker refused the job; it was recorded as failed. "
+                               + UNAVAILABLE_CODES),
             **INTERNAL,
         },
     }
@@ -125,7 +134,7 @@ def _list_jobs() -> Schema:
             "200": json_response(ref("JobList"), "One page."),
             "422": error("A bad or unknown query parameter (`invalid_value`, `unknown_field`), or a cursor this "
                          "API did not make; `field` names it."),
-            **INTERNAL,
+            **SERVER_ERRORS,
         },
     }
 
@@ -142,7 +151,7 @@ def _cancel_job() -> Schema:
                                       "its text so far)."),
             "404": error("`job_not_found`."),
             "409": error("`job_finished`: it had already ended otherwise."),
-            **INTERNAL,
+            **SERVER_ERRORS,
         },
     }
 
@@ -152,7 +161,8 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "operationId": "getJob",
         "summary": "Read a job",
         "parameters": [JOB_ID],
-        "responses": {"200": json_response(ref("Job"), "The job."), "404": error("`job_not_found`."), **INTERNAL},
+        "responses": {"200": json_response(ref("Job"), "The job."), "404": error("`job_not_found`."),
+                      **SERVER_ERRORS},
     }
     resume = {"type": "string", "pattern": "^[0-9]{1,18}$"}
     events = {
@@ -180,7 +190,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
                     ]}}}},
             "400": error("`invalid_last_event_id`: not a non-negative integer."),
             "404": error("`job_not_found`."),
-            **INTERNAL,
+            **SERVER_ERRORS,
         },
     }
     deliveries = {
@@ -188,7 +198,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "The job's webhook deliveries, each with every attempt",
         "parameters": [JOB_ID],
         "responses": {"200": json_response(ref("WebhookDeliveryList"), "Oldest first."),
-                      "404": error("`job_not_found`."), **INTERNAL},
+                      "404": error("`job_not_found`."), **SERVER_ERRORS},
     }
     redeliver = {
         "operationId": "redeliverWebhook",
@@ -198,7 +208,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
             "202": json_response(ref("WebhookDelivery"), "The new delivery, due now."),
             "404": error("`job_not_found`, or `delivery_not_found` (the job has no such delivery)."),
             "409": error("`delivery_pending`: that message is still being delivered."),
-            **INTERNAL,
+            **SERVER_ERRORS,
         },
     }
     return {
@@ -239,7 +249,8 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
                          "body reads as one without a `file` part: 422 `missing_file`.)"),
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
                          "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`."),
-            "503": error("`queue_unavailable`: some jobs could not be queued; they were marked failed."),
+            "503": unavailable("`queue_unavailable`: some jobs could not be queued; they were marked failed. "
+                               + UNAVAILABLE_CODES),
             **INTERNAL,
         },
     }
@@ -249,7 +260,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "A batch's status and counts of its jobs by status",
         "parameters": [batch_id],
         "responses": {"200": json_response(ref("Batch"), "The batch."), "404": error("`batch_not_found`."),
-                      **INTERNAL},
+                      **SERVER_ERRORS},
     }
     results = {
         "operationId": "getBatchResults",
@@ -261,7 +272,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
                     "headers": {"Content-Disposition": header("an attachment file name")},
                     "content": {"application/jsonl": {"schema": {"type": "string"}}}},
             "404": error("`batch_not_found`."),
-            **INTERNAL,
+            **SERVER_ERRORS,
         },
     }
     return {
