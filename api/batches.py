@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_parsing import parse_batch
-from api.errors import ApiError, error_response
+from api.errors import ApiError, unavailable_response
 from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
@@ -50,8 +50,8 @@ def create_batch() -> Response:
         except PublishError as e:
             for unsent in jobs[i:]:
                 svc.store.fail(unsent.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
-            return error_response(503, QUEUE_UNAVAILABLE, f"batch {batch_id}: {len(jobs) - i} of {len(jobs)} jobs "
-                                  f"could not be queued ({e}); they were marked failed")
+            return unavailable_response(QUEUE_UNAVAILABLE, f"batch {batch_id}: {len(jobs) - i} of {len(jobs)} "
+                                        f"jobs could not be queued ({e}); they were marked failed")
     response = jsonify(batch_to_dict(batches.view(batch_id)))  # type: ignore[arg-type]
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch_id)

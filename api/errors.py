@@ -1,12 +1,25 @@
-"""The one error shape: `{"error": {"code", "message", "field"?}}`, for every error the API returns."""
+"""The one error shape: `{"error": {"code", "message", "field"?}}`, for every error the API returns.
+
+A dependency that is down is a 503 with `Retry-After`, never a 500: the database unreachable
+(`database_unavailable`), its schema missing or behind the code (`database_not_migrated`), the broker refusing
+a job (`queue_unavailable`, answered by the views that publish).
+"""
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from genq.db_errors import NOT_MIGRATED_HINT, is_unavailable, is_unmigrated
+from genq.db_retry import describe
+
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
+DATABASE_UNAVAILABLE = "database_unavailable"
+DATABASE_NOT_MIGRATED = "database_not_migrated"
 
 # machine-readable codes for the HTTP errors Flask and werkzeug raise themselves
 _HTTP_CODES = {
@@ -46,6 +59,25 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return response
 
 
+def unavailable_response(code: str, message: str) -> Response:
+    """A 503 in the error shape, with `Retry-After`: a dependency is down, the same request may work later."""
+    response = error_response(503, code, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def database_error_response(e: SQLAlchemyError) -> Response | None:
+    """The 503 for a database that is down or not migrated; None for any other database error (a bug)."""
+    if is_unmigrated(e):
+        log.error("the database is not migrated: %s", describe(e))
+        return unavailable_response(DATABASE_NOT_MIGRATED, f"the database has no genq schema or an old one: "
+                                                           f"{NOT_MIGRATED_HINT}")
+    if is_unavailable(e):
+        log.warning("the database is unavailable: %s", describe(e))
+        return unavailable_response(DATABASE_UNAVAILABLE, "the database is unavailable; try again shortly")
+    return None
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render ApiError, werkzeug's HTTP errors and anything unexpected in the one shape."""
 
@@ -60,6 +92,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and e.get_response().headers.get("Allow"):
             response.headers["Allow"] = e.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_error(e: SQLAlchemyError) -> Response:
+        response = database_error_response(e)
+        return response if response is not None else _unexpected(e)
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:

@@ -13,7 +13,8 @@ after the last `restart` join to the job's output. The process's one poller (api
 log every GENQ_EVENTS_POLL_MS for all streams; a stream holds no database connection while it waits, and
 writes a comment line every GENQ_EVENTS_KEEPALIVE seconds of silence so proxies keep the connection open.
 Streams are capped (api/stream_limits.py) and last at most GENQ_EVENTS_MAX_SECONDS; then the stream ends
-and the client resumes with Last-Event-ID (EventSource does so by itself).
+and the client resumes with Last-Event-ID (EventSource does so by itself). While
+the database is unavailable a stream stays open, silent but for the keep-alives, and goes on when it is back.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.errors import ApiError, error_response
+from api.errors import ApiError, unavailable_response
 from api.parsing import json_body, parse_new_job
 from api.prefer import is_finished, wait_preference, wait_until_finished
 from api.presenting import job_json
@@ -48,7 +48,7 @@ def create_job() -> Response:
             job, created = submit_once(svc.store, key, request_hash(body), submit)
             replayed = not created
     except QueueUnavailable as e:
-        return error_response(503, "queue_unavailable", str(e))
+        return unavailable_response("queue_unavailable", str(e))
     except IdempotencyKeyReused as e:
         raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
 

@@ -13,7 +13,16 @@ from typing import Any, Sequence
 from flask import Blueprint, Response, jsonify
 
 from api.http_limits import MAX_HEADER_BYTES, MAX_HEADER_FIELD_BYTES, MAX_URL_BYTES
-from api.openapi_paths import EVERY_OPERATION, batch_paths, error, job_paths, json_response
+from api.openapi_paths import (
+    EVERY_OPERATION,
+    SERVER_ERRORS,
+    UNAVAILABLE_CODES,
+    batch_paths,
+    error,
+    job_paths,
+    json_response,
+    unavailable,
+)
 from api.openapi_schemas import Schema, component_schemas, ref
 from api.services import services
 from genq.config import Settings
@@ -23,8 +32,10 @@ bp = Blueprint("openapi", __name__, url_prefix="/v1")
 OPENAPI_VERSION = "3.1.0"
 
 
-def _operation(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
-    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **EVERY_OPERATION}}
+def _operation(operation_id: str, summary: str, responses: dict[str, Schema], database: bool = True) -> Schema:
+    """An operation; `database`: it reads the database, so it may answer 503 when that is down."""
+    return {"operationId": operation_id, "summary": summary,
+            "responses": {**(SERVER_ERRORS if database else {}), **responses, **EVERY_OPERATION}}
 
 
 def _service() -> dict[str, Schema]:
@@ -35,12 +46,17 @@ def _service() -> dict[str, Schema]:
             "rotateWebhookSecret", "Make a new current secret; the previous one keeps signing for the grace period",
             {"200": secret})},
         "/v1/models": {"get": _operation(
-            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")})},
+            "listModels", "The served models", {"200": json_response(ref("ModelList"), "Sorted by name.")},
+            database=False)},
         "/healthz": {"get": _operation(
-            "health", "The API answers and its database is reachable",
-            {"200": json_response(ref("Health"), "Healthy."), "503": error("`database_unavailable`.")})},
+            "health", "The API answers, its database is reachable and migrated, its broker is reachable",
+            {"200": json_response(ref("Health"), "Healthy: each check's state in words."),
+             "503": unavailable("Unhealthy: the first failing check's code, `database_unavailable`, "
+                                "`database_not_migrated` (run `genq db upgrade`) or `broker_unavailable`; the "
+                                "message names every failing check.")})},
         "/v1/openapi.json": {"get": _operation(
-            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")})},
+            "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")},
+            database=False)},
     }
 
 
@@ -61,7 +77,8 @@ def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str
                 "UriTooLong": error(f"`uri_too_long`: the URL is over {MAX_URL_BYTES} bytes."),
                 "HeadersTooLarge": error(f"`headers_too_large`: a header is over {MAX_HEADER_FIELD_BYTES} bytes "
                                          f"(`field` names it), or all are over {MAX_HEADER_BYTES} together."),
-                "InternalError": error("`internal_error`: a bug or an outage (logged in full)."),
+                "InternalError": error("`internal_error`: a bug (logged in full)."),
+                "Unavailable": unavailable(UNAVAILABLE_CODES),
             },
         },
     }

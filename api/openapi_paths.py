@@ -36,6 +36,15 @@ EVERY_OPERATION = {
     "431": {"$ref": "#/components/responses/HeadersTooLarge"},
     "500": {"$ref": "#/components/responses/InternalError"},
 }
+INTERNAL = EVERY_OPERATION  # what every operation may answer besides its own responses
+UNAVAILABLE_CODES = ("`database_unavailable`: the database cannot be reached; `database_not_migrated`: its "
+                     "schema is missing or behind the code (`genq db upgrade`). Try again after `Retry-After`.")
+SERVER_ERRORS = {"503": {"$ref": "#/components/responses/Unavailable"}, **EVERY_OPERATION}  # routes on the database
+
+
+def unavailable(description: str) -> Schema:
+    """A 503: a dependency is down; the error shape, with `Retry-After`."""
+    return error(description) | {"headers": {"Retry-After": header("seconds to wait before trying again")}}
 
 
 def _path_param(name: str, what: str) -> Schema:
@@ -91,7 +100,6 @@ def _create_job(settings: Settings) -> Schema:
             "413": error(f"`payload_too_large`: the body is over {settings.max_body_bytes} bytes."),
             "415": error("`unsupported_media_type`: the body is not declared `application/json`."),
             "422": error("The body is not a valid job: `invalid_body`, `unknown_field`, `invalid_value`, "
-            "422": error("The body is not a valid job: `invalid_body`, `unknown_field`, `invalid_value`, "
                          "`invalid_input`, `unknown_model`, `invalid_param`, `context_length_exceeded` (the prompt's "
                          "tokens plus `params.max_new_tokens` do not fit the model's `context_length`; `field` is "
                          "`params.max_new_tokens`, or `prompt` / `messages` when the prompt alone fills it), "
@@ -100,7 +108,8 @@ def _create_job(settings: Settings) -> Schema:
                          f"`too_deep` (arrays and objects nested over {MAX_DEPTH} levels); "
                          "`field` names the field. A bad `Idempotency-Key` or `Prefer: wait` (`invalid_value`) "
                          "or a key reused with another body (`idempotency_key_reused`) names the header."),
-            "503": error("`queue_unavailable`: the broker refused the job; it was recorded as failed."),
+            "503": unavailable("`queue_unavailable`: the broker refused the job; it was recorded as failed. "
+                               + UNAVAILABLE_CODES),
             **EVERY_OPERATION,
         },
     }
@@ -136,7 +145,7 @@ def _list_jobs() -> Schema:
             "200": json_response(ref("JobList"), "One page."),
             "422": error("A bad or unknown query parameter (`invalid_value`, `unknown_field`), or a cursor this "
                          "API did not make; `field` names it."),
-            **EVERY_OPERATION,
+            **SERVER_ERRORS,
         },
     }
 
@@ -153,7 +162,7 @@ def _cancel_job() -> Schema:
                                       "its text so far)."),
             "404": error("`job_not_found`."),
             "409": error("`job_finished`: it had already ended otherwise."),
-            **EVERY_OPERATION,
+            **SERVER_ERRORS,
         },
     }
 
@@ -164,7 +173,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "Read a job",
         "parameters": [JOB_ID],
         "responses": {"200": json_response(ref("Job"), "The job."), "404": error("`job_not_found`."),
-                      **EVERY_OPERATION},
+                      **SERVER_ERRORS},
     }
     resume = {"type": "string", "pattern": "^[0-9]{1,18}$"}
     events = {
@@ -200,7 +209,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
             "429": json_response(ref("Error"), "`too_many_streams`: this server's open streams "
                                  "(GENQ_EVENTS_MAX_STREAMS) or this client's (GENQ_EVENTS_MAX_STREAMS_PER_CLIENT) "
                                  "are at their limit.", headers={"Retry-After": header("seconds")}),
-            **EVERY_OPERATION,
+            **SERVER_ERRORS,
         },
     }
     deliveries = {
@@ -208,7 +217,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "The job's webhook deliveries, each with every attempt",
         "parameters": [JOB_ID],
         "responses": {"200": json_response(ref("WebhookDeliveryList"), "Oldest first."),
-                      "404": error("`job_not_found`."), **EVERY_OPERATION},
+                      "404": error("`job_not_found`."), **SERVER_ERRORS},
     }
     redeliver = {
         "operationId": "redeliverWebhook",
@@ -218,7 +227,7 @@ def job_paths(settings: Settings) -> dict[str, Schema]:
             "202": json_response(ref("WebhookDelivery"), "The new delivery, due now."),
             "404": error("`job_not_found`, or `delivery_not_found` (the job has no such delivery)."),
             "409": error("`delivery_pending`: that message is still being delivered."),
-            **EVERY_OPERATION,
+            **SERVER_ERRORS,
         },
     }
     return {
@@ -260,7 +269,8 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
                          "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`; a line or metadata "
                          f"nested over {MAX_DEPTH} levels is `too_deep`."),
-            "503": error("`queue_unavailable`: some jobs could not be queued; they were marked failed."),
+            "503": unavailable("`queue_unavailable`: some jobs could not be queued; they were marked failed. "
+                               + UNAVAILABLE_CODES),
             **EVERY_OPERATION,
         },
     }
@@ -270,7 +280,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
         "summary": "A batch's status and counts of its jobs by status",
         "parameters": [batch_id],
         "responses": {"200": json_response(ref("Batch"), "The batch."), "404": error("`batch_not_found`."),
-                      **EVERY_OPERATION},
+                      **SERVER_ERRORS},
     }
     results = {
         "operationId": "getBatchResults",
@@ -282,7 +292,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
                     "headers": {"Content-Disposition": header("an attachment file name")},
                     "content": {"application/jsonl": {"schema": {"type": "string"}}}},
             "404": error("`batch_not_found`."),
-            **EVERY_OPERATION,
+            **SERVER_ERRORS,
         },
     }
     return {

@@ -360,6 +360,7 @@ def component_schemas(served_models: Sequence[str], max_metadata_bytes: int) -> 
         "WebhookSecret": _secret(),
         "Model": _model(),
         "ModelList": _list_of("Model"),
-        "Health": strict({"status": {"const": "ok"}}),
+        "Health": strict({"status": {"const": "ok"}, "checks": strict(
+            {name: {"type": "string"} for name in ("database", "migrations", "broker")})}),
         **_sse_event_data(),
     }

@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--every", type=float, help="sweep again every this many seconds, until interrupted")
     sweep.set_defaults(func=_sweep)
 
-    check = sub.add_parser("check", help="exit 0 if the database and the broker answer (container healthcheck)")
+    check = sub.add_parser("check", help="exit 0 if the database (migrated to head) and the broker answer "
+                                         "(container healthcheck)")
     check.set_defaults(func=_check)
 
     bench = sub.add_parser("bench", help="measure the engine alone, or the whole service with --through-service")
@@ -159,7 +160,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from genq.db import make_engine, make_session_factory
     from genq.jobs import JobStore
     from genq.queue import Publisher, make_celery
-    from genq.sweeper import sweep
+    from genq.sweeper import Sweeper, confirm_lost_after, sweep
 
     settings = Settings.from_env()
     if args.every is not None and args.every <= 0:
@@ -167,11 +168,17 @@ def _sweep(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     store, publisher = JobStore(make_session_factory(engine)), Publisher(make_celery(settings, main="genq-sweep"))
     try:
-        while True:
+        if args.every is None:  # once: every expired lease counts as a lost worker
             report = sweep(store, publisher, settings.republish_after)
             print(json.dumps(dataclasses.asdict(report)), flush=True)
-            if args.every is None:
-                return 0
+            return 0
+        # as a worker's sweeper does: leases seen to stay expired, and a database outage waited out
+        sweeper = Sweeper(store, publisher, args.every, settings.republish_after,
+                          confirm_lost_after(settings.lease_seconds))
+        while True:
+            found = sweeper.sweep_once()
+            if found is not None:
+                print(json.dumps(dataclasses.asdict(found)), flush=True)
             time.sleep(args.every)
     except KeyboardInterrupt:
         return 0
@@ -180,21 +187,25 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from genq.db import make_engine, ping
+    from genq.db import make_engine
+    from genq.health import check_broker, check_database
     from genq.queue import make_celery
 
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)
     try:
-        ping(engine)
-        with make_celery(settings).connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
+        checks = [*check_database(engine), check_broker(make_celery(settings))]
     except Exception as e:  # any failure is the answer: report it and exit non-zero
         print(f"genq check: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    print("genq check: database and broker are reachable")
+    failed = [c for c in checks if not c.ok]
+    for c in failed:
+        print(f"genq check: {c.name}: {c.detail}", file=sys.stderr)
+    if failed:
+        return 1
+    print("genq check: the database (migrated) and the broker are reachable")
     return 0
 
 

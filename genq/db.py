@@ -8,6 +8,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# seconds a new PostgreSQL connection may take (unless the URL sets connect_timeout): an unreachable host then
+# fails fast (the API answers 503, a worker retries) instead of hanging on the system's TCP timeout
+POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
 class DatabaseURLError(ValueError):
@@ -40,7 +43,8 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             raise DatabaseURLError("PostgreSQL is reached through psycopg 3: postgresql+psycopg://…")
-        return create_engine(parsed, pool_pre_ping=True)
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     raise DatabaseURLError(f"unsupported database {backend!r}: use postgresql+psycopg:// or sqlite:///")
 
 

@@ -10,6 +10,9 @@ so a job's text events always precede its final status event.
 Text is kept per claim (job id, attempt) and written only while the job is still running under that attempt:
 the UPDATE that numbers the event locks the job row, as a takeover's claim does, so a late piece of an old
 attempt (a worker frozen, then resumed) is either written before the new attempt's restart event or dropped.
+
+While the database is unavailable the text waits in memory, in order, and goes out with the first write that
+succeeds; the outage is logged once (genq.db_retry.OutageLog), not once per interval.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from typing import Any, Callable
 from sqlalchemy import and_, insert, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.db_errors import is_unavailable
+from genq.db_retry import OutageLog
 from genq.schema import Job, JobStatus, utcnow
 from genq.schema_events import JobEvent
 
@@ -39,6 +44,7 @@ class DeltaSink:
         self._write_lock = threading.Lock()  # one write at a time, so a job's pieces stay in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = OutageLog(log, "text events")
         self.writes = 0  # transactions written (for tests and the log)
 
     def add(self, job_id: str, attempt: int, text: str) -> None:
@@ -77,8 +83,12 @@ class DeltaSink:
             thread.join(timeout=10)
         self.flush()
 
-    def flush(self) -> int:
-        """Write every pending piece now; returns the number of events written."""
+    def flush(self, raise_unavailable: bool = False) -> int:
+        """Write every pending piece now; returns the number of events written.
+
+        A failed write keeps the text for the next flush. `raise_unavailable`: if it failed because the database
+        is unavailable, raise that error (a worker about to store a job's outcome waits for its text first).
+        """
         with self._write_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
@@ -86,13 +96,19 @@ class DeltaSink:
                 return 0
             try:
                 written = self._write(batch)
-            except Exception:
+            except Exception as e:
                 # keep the text for the next flush, ahead of anything that arrived meanwhile
-                log.warning("writing %d jobs' text events failed; will retry", len(batch), exc_info=True)
                 with self._lock:
                     for key, pieces in batch.items():
                         self._pending[key] = pieces + self._pending.get(key, [])
+                if is_unavailable(e):
+                    self._outage.failed(e)
+                    if raise_unavailable:
+                        raise
+                else:
+                    log.warning("writing %d jobs' text events failed; will retry", len(batch), exc_info=True)
                 return 0
+            self._outage.recovered()
             self.writes += 1
             return written
 

@@ -193,17 +193,16 @@ class JobStore:
     def claim(self, job_id: str, worker_id: str, lease_seconds: float = 30.0) -> Claim | None:
         """Take the job to run it, counting the attempt; None if it is not this worker's to run.
 
-        Takes a `queued` job whose time-to-live has not run out, or a `running` job whose lease expired
-        (its worker was lost) if it has attempts left and no cancel was asked for. The job is then held
-        until `lease_expires_at`, which the worker renews (workers/lease.py).
+        Takes a `queued` job whose time-to-live has not run out, or a `running` job whose worker was
+        declared lost (`declared_lost`) if it has attempts left and no cancel was asked for. The job is then
+        held until `lease_expires_at`, which the worker renews (workers/lease.py).
         """
         now = utcnow()
         lease_expires_at = now + timedelta(seconds=lease_seconds)
         takeable = or_(
             and_(Job.status == JobStatus.QUEUED.value, or_(Job.expires_at.is_(None), Job.expires_at > now)),
             and_(
-                Job.status == JobStatus.RUNNING.value,
-                Job.lease_expires_at < now,
+                declared_lost(now),
                 Job.cancel_requested_at.is_(None),
                 Job.attempts < Job.max_attempts,
             ),
@@ -291,6 +290,22 @@ class JobStore:
             job_id, JobStatus.EXPIRED, where=[Job.expires_at <= now],
             error_code="expired", error_message="the job's ttl_seconds passed before a worker started it",
         )
+
+
+def declared_lost(now: datetime) -> ColumnElement[bool]:
+    """The job is running under a lease that expired, and a sweeper has since declared its worker lost by
+    re-publishing it (`published_at` after the lease's end; genq/lost_leases.py says when it may).
+
+    An expired lease alone is not enough: after a database outage every lease looks expired until the live
+    workers renew theirs, and a duplicate message arriving then must not take a job from a worker that is
+    about to store its result.
+    """
+    return and_(
+        Job.status == JobStatus.RUNNING.value,
+        Job.lease_expires_at < now,
+        Job.published_at.is_not(None),
+        Job.published_at > Job.lease_expires_at,
+    )
 
 
 def _held(attempt: int | None) -> list[ColumnElement[bool]]:

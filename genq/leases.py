@@ -1,9 +1,10 @@
 """Leases and cancel requests in the database: what workers, the API and the sweeper ask of running jobs.
 
 A running job is held by the worker whose claim set `lease_expires_at`; the worker process renews the
-lease of every job it holds (workers/lease.py). A job whose lease expired has lost its worker: another
-claim may take it over (genq.jobs.JobStore.claim), or `settle_lost` ends it. None of this changes a
-job's status except through JobStore's compare-and-set transitions.
+lease of every job it holds (workers/lease.py). A job whose lease expired may have lost its worker; once a
+sweeper has seen it stay expired long enough to say so (genq/lost_leases.py), `settle_lost` ends it or another
+claim takes it over (genq.jobs.JobStore.claim). None of this changes a job's status except through JobStore's
+compare-and-set transitions.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 
-from genq.jobs import JobStore, is_job_id
+from genq.jobs import JobStore, declared_lost, is_job_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
 from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
@@ -52,8 +53,8 @@ def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | N
             .values(cancel_requested_at=now, updated_at=now),
             execution_options={"synchronize_session": False},
         )
-    # a running job nobody holds any more (its worker died) would wait for the sweeper: cancel it now
-    store.cancel(job_id, where=[Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now])
+    # a running job whose worker was declared lost would wait for the sweeper: cancel it now
+    store.cancel(job_id, where=[declared_lost(now)])
     job = store.get(job_id)
     if job is None:
         return CancelOutcome.NOT_FOUND, None
@@ -67,7 +68,9 @@ def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | N
 def renew_leases(store: JobStore, held: Iterable[tuple[str, int]], lease_seconds: float) -> set[tuple[str, int]]:
     """Extend the lease of each held job (job id, attempt) still running under that attempt, in one
     transaction; returns the pairs no longer held (finished, canceled, or taken over by another claim)."""
-    pairs = list(held)
+    # in id order, as the text-event writer locks its jobs: two transactions locking the same rows in
+    # different orders deadlock (PostgreSQL then aborts one)
+    pairs = sorted(held)
     if not pairs:
         return set()
     expires = utcnow() + timedelta(seconds=lease_seconds)
@@ -99,10 +102,15 @@ def held_states(store: JobStore, job_ids: Iterable[str]) -> dict[str, HeldState]
 
 
 def settle_lost(store: JobStore, job: Job, now: datetime | None = None) -> str | None:
-    """End a running job whose lease expired if no claim may take it over: canceled if a cancel was asked
-    for, failed `attempts_exhausted` if it has no attempts left. Returns the status it got, or None."""
+    """End a running job whose worker is lost if no claim may take it over: canceled if a cancel was asked
+    for, failed `attempts_exhausted` if it has no attempts left. Returns the status it got, or None.
+
+    The caller has established the loss (a sweeper's confirmation, or `declared_lost`); the change is made
+    only if the lease is still the one `job` shows, so a lease renewed meanwhile keeps the job running.
+    """
     now = now or utcnow()
-    lost = [Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now, Job.attempts == job.attempts]
+    lost = [Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now, Job.attempts == job.attempts,
+            Job.lease_expires_at == job.lease_expires_at]
     if job.cancel_requested_at is not None:
         return JobStatus.CANCELED.value if store.cancel(job.id, where=lost) else None
     if job.attempts >= job.max_attempts:
@@ -123,6 +131,7 @@ def settle_unclaimable(store: JobStore, job_id: str) -> str | None:
     now = utcnow()
     if job.status == JobStatus.QUEUED.value and job.expires_at is not None and job.expires_at <= now:
         return JobStatus.EXPIRED.value if store.expire(job_id) else None
-    if job.status == JobStatus.RUNNING.value and job.lease_expires_at is not None and job.lease_expires_at < now:
+    if (job.status == JobStatus.RUNNING.value and job.lease_expires_at is not None and job.lease_expires_at < now
+            and job.published_at is not None and job.published_at > job.lease_expires_at):  # declared_lost
         return settle_lost(store, job, now)
     return None

@@ -95,6 +95,11 @@ class Publisher:
     def __init__(self, app: Celery):
         self._app = app
 
+    @property
+    def app(self) -> Celery:
+        """The Celery app it publishes through (e.g. to check the broker: genq/health.py)."""
+        return self._app
+
     def publish(self, job_id: str, model: str, priority: int = 0) -> None:
         """Send the job id to `genq.model.<model>` at the job's priority (0..9, higher first; honoured by
         Redis, ignored by the file-system broker); raises PublishError if the broker refuses."""

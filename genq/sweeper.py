@@ -6,7 +6,10 @@ Each sweep:
 1. expires queued jobs whose `ttl_seconds` ran out (queued → expired);
 2. ends running jobs whose worker was lost (lease expired) if no claim may take them over: a cancel was
    asked for (→ canceled) or no attempts are left (→ failed `attempts_exhausted`); re-publishes the others,
-   so that a worker claims them again (the claim takes over an expired lease, attempts + 1);
+   so that a worker claims them again (the claim takes over a lost worker's job, attempts + 1). The
+   `Sweeper` thread counts a worker lost only once it has seen the job's lease expired and unrenewed for
+   `confirm_lost` seconds (genq/lost_leases.py), so the workers still holding jobs through a database outage
+   keep them; a one-off `sweep()` without `lost` acts on every expired lease it finds;
 3. re-publishes queued jobs whose message may be lost (a broker flush or restart, a worker killed after
    taking a message from a broker that does not redeliver): queued for `republish_after` seconds since
    their last publication, then at doubling intervals (genq.lifecycle.republish_due). A duplicate message
@@ -23,10 +26,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
+from genq.db_errors import is_unavailable
+from genq.db_retry import OutageLog
 from genq.idempotency import delete_expired_keys
 from genq.jobs import JobStore
 from genq.leases import settle_lost
 from genq.lifecycle import republish_due
+from genq.lost_leases import LostLeases
 from genq.queue import PublishError, Publisher
 from genq.schema import Job, JobStatus, utcnow
 
@@ -46,15 +52,19 @@ class SweepReport:
         return any((self.expired, self.settled, self.republished, self.keys_deleted))
 
 
-def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: datetime | None = None) -> SweepReport:
-    """One sweep over the database (see the module docstring); returns what it changed."""
+def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: datetime | None = None,
+          lost_leases: LostLeases | None = None) -> SweepReport:
+    """One sweep over the database (see the module docstring); returns what it changed.
+
+    `lost_leases`: this sweeper's record of expired leases; only those it confirms count as lost workers.
+    """
     now = now or utcnow()
     report = SweepReport()
 
     with store.sessions() as session:
         expired_ids = list(session.scalars(
             select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.expires_at <= now).limit(BATCH)))
-        lost = list(session.scalars(
+        lost_jobs = list(session.scalars(
             select(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
             .order_by(Job.lease_expires_at).limit(BATCH)))
         waiting = list(session.scalars(
@@ -66,7 +76,9 @@ def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: da
 
     for job_id in expired_ids:
         report.expired += store.expire(job_id)
-    for job in lost:
+    if lost_leases is not None:
+        lost_jobs = lost_leases.confirmed(lost_jobs, now)
+    for job in lost_jobs:
         if settle_lost(store, job, now) is not None:
             report.settled += 1
         elif job.cancel_requested_at is None and job.attempts < job.max_attempts and (
@@ -87,9 +99,12 @@ def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: da
 def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -> bool:
     """Publish the job's id again if this sweeper wins the right to (CAS on its status and published_at)."""
     same_publication = Job.published_at.is_(None) if job.published_at is None else Job.published_at == job.published_at
+    # a running job's lease unchanged since it was seen lost: one renewed meanwhile has its worker back
+    same_lease = [Job.lease_expires_at == job.lease_expires_at] if job.lease_expires_at is not None else []
     stmt = (
         update(Job)
-        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts, same_publication)
+        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts, same_publication,
+               *same_lease)
         .values(published_at=now)
     )
     with store.sessions.begin() as session:
@@ -104,13 +119,25 @@ def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -
     return True
 
 
+def confirm_lost_after(lease_seconds: float) -> float:
+    """How long a sweeper watches an expired lease before it counts the worker lost: a live worker's keeper
+    renews every lease/3, and at once when the database answers again (workers/lease.py)."""
+    return max(2.0, lease_seconds / 3)
+
+
 class Sweeper:
     """Runs `sweep` every `interval` seconds (with jitter, so many workers do not sweep in step) on a
-    daemon thread, until stopped. A failing sweep is logged and the next one goes ahead."""
+    daemon thread, until stopped. A failing sweep is logged and the next one goes ahead.
 
-    def __init__(self, store: JobStore, publisher: Publisher, interval: float, republish_after: float):
+    It counts a worker lost after seeing its job's lease expired and unrenewed for `confirm_lost` seconds.
+    """
+
+    def __init__(self, store: JobStore, publisher: Publisher, interval: float, republish_after: float,
+                 confirm_lost: float = 2.0):
         self._store, self._publisher = store, publisher
         self._interval, self._republish_after = interval, republish_after
+        self._lost = LostLeases(confirm_lost)
+        self._outage = OutageLog(log, "sweeper")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -127,7 +154,18 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval * random.uniform(0.8, 1.2)):
-            try:
-                sweep(self._store, self._publisher, self._republish_after)
-            except Exception:  # the database or broker is away: try again next time
+            self.sweep_once()
+
+    def sweep_once(self) -> SweepReport | None:
+        """One sweep now; None if it failed (logged; what it had seen of expired leases is forgotten)."""
+        try:
+            report = sweep(self._store, self._publisher, self._republish_after, lost_leases=self._lost)
+        except Exception as e:  # the database is away: try again next time
+            self._lost.forget()
+            if is_unavailable(e):
+                self._outage.failed(e)
+            else:
                 log.exception("sweep failed")
+            return None
+        self._outage.recovered()
+        return report

@@ -13,6 +13,8 @@ from typing import Iterable
 
 from celery import Celery
 
+from genq.db_errors import is_unavailable
+from genq.db_retry import OutageLog
 from genq.queue import PublishError
 from genq.webhook_deliveries import DeliveryStore
 
@@ -66,6 +68,7 @@ class Sweeper:
     def __init__(self, deliveries: DeliveryStore, publisher: WebhookPublisher, interval: float):
         self._deliveries, self._publisher, self._interval = deliveries, publisher, interval
         self._stop = threading.Event()
+        self._outage = OutageLog(log, "webhook sweep")
         self._thread = threading.Thread(target=self._run, name="genq-webhook-sweep", daemon=True)
 
     def start(self) -> "Sweeper":
@@ -82,5 +85,10 @@ class Sweeper:
                 n = sweep(self._deliveries, self._publisher)
                 if n:
                     log.info("webhook sweep published %d due deliveries", n)
-            except Exception:  # a database or broker outage: try again next round
-                log.warning("webhook sweep failed", exc_info=True)
+            except Exception as e:  # a database or broker outage: try again next round
+                if is_unavailable(e):
+                    self._outage.failed(e)
+                else:
+                    log.warning("webhook sweep failed", exc_info=True)
+                continue
+            self._outage.recovered()

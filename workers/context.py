@@ -14,7 +14,7 @@ from genq.db import make_engine, make_session_factory
 from genq.delta_sink import DeltaSink
 from genq.jobs import JobStore
 from genq.queue import Publisher, celery_config, make_celery
-from genq.sweeper import Sweeper
+from genq.sweeper import Sweeper, confirm_lost_after
 from genq.webhook_deliveries import DeliveryStore
 from genq.webhook_dispatch import WebhookPublisher
 from genq.webhook_runner import DeliveryContext
@@ -69,7 +69,8 @@ def worker_context(settings: Settings) -> WorkerContext:
                         publisher=publisher,
                     ),
                     keeper=LeaseKeeper(store, settings.lease_seconds),
-                    sweeper=Sweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after),
+                    sweeper=Sweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after,
+                                    confirm_lost_after(settings.lease_seconds)),
                 )
                 _contexts[key] = ctx
     return ctx

@@ -6,7 +6,10 @@ once it has one. One keeper thread per process then, every `poll_interval` (0.2 
 - reads the status, attempt and cancel request of every held job in one query, and stops the engine request
   of a job whose cancel was asked for (`cancel`) or that is no longer running under this claim (`lost`:
   canceled while its lease had lapsed, or taken over by another worker);
-- every lease/3 seconds renews the lease of every held job in one transaction.
+- every lease/3 seconds renews the lease of every held job in one transaction. A renewal that fails (the
+  database is unavailable) is tried again every poll until one succeeds, so the leases are renewed within a
+  poll of the database coming back: the sweeper declares a lease lost only after seeing it expired and
+  unrenewed for a while (genq/sweeper.py), so a worker that outlived an outage keeps its jobs.
 Stopping is `RequestHandle.cancel()`: the engine drops the sequence before its next step and returns the
 text so far, which the task thread stores as the reason says. Only the database is involved, so this works
 on any broker (Redis or the file-system one).
@@ -18,6 +21,8 @@ import threading
 import time
 from typing import Any
 
+from genq.db_errors import is_unavailable
+from genq.db_retry import OutageLog
 from genq.jobs import Claim, JobStore
 from genq.leases import held_states, renew_leases
 from genq.schema import JobStatus
@@ -78,6 +83,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = OutageLog(log, "lease keeper")
 
     def hold(self, claim: Claim) -> HeldJob:
         """Register a claimed job; its lease is renewed and its cancel requests watched until `release`."""
@@ -103,19 +109,25 @@ class LeaseKeeper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        last_renewal = time.monotonic()
+        renewed = time.monotonic()  # the last successful renewal (jobs are claimed with a fresh lease)
         while not self._stop.wait(self._poll_interval):
             held = self.held()
             if not held:
                 continue
             try:
-                self._check(held)
-                if time.monotonic() - last_renewal >= self._renew_every:
-                    last_renewal = time.monotonic()
+                if time.monotonic() - renewed >= self._renew_every:
+                    started = time.monotonic()
                     for key in renew_leases(self._store, [h.key for h in held], self._lease_seconds):
                         self._stop_key(key, STOP_LOST)
-            except Exception:  # the database is away: the leases run on; a claim taken over is noticed later
-                log.exception("lease keeper: checking held jobs failed")
+                    renewed = started
+                self._check(held)
+            except Exception as e:  # the leases run on; renewing is tried again next poll
+                if is_unavailable(e):
+                    self._outage.failed(e)
+                else:
+                    log.exception("lease keeper: checking held jobs failed")
+                continue
+            self._outage.recovered()
 
     def _check(self, held: list[HeldJob]) -> None:
         states = held_states(self._store, {h.claim.job_id for h in held})

@@ -6,19 +6,27 @@ Whatever happens after a successful claim, the job leaves `running`: succeeded w
 Only the process dying can leave it running: then its lease runs out, and the sweeper has another worker
 take it over (genq/sweeper.py). Every outcome is stored under this claim's attempt number, so a worker
 whose lease was taken over cannot overwrite the job.
+
+A database outage loses nothing: the claim, the reads and the store are retried (capped exponential backoff,
+genq/db_retry.py) for as long as the database is unavailable and this process lives, holding the broker
+message unacknowledged. A finished result waits in memory. Storing it after the outage is safe however long
+it lasted: the store is a compare-and-set on the claim's attempt, and the claim stays this worker's because
+its lease keeper renews the lease as soon as the database answers, before any sweeper may declare it lost
+(a sweeper does so only after seeing the lease expired and unrenewed for a while).
 """
 from __future__ import annotations
 
 import enum
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
+from genq.db_retry import OutageLog, retry_while_unavailable
 from genq.delta_sink import DeltaSink
 from genq.jobs import Claim, JobStore
 from genq.leases import settle_unclaimable
 from genq.lifecycle import DEADLINE_EXCEEDED
-from genq.schema import Job
+from genq.schema import Job, JobStatus
 from models.echo import clip
 from models.engine.types import EngineError, GenerationRequest, GenerationResult, InvalidRequest
 from models.params import GenerationParams, ParamError
@@ -27,7 +35,6 @@ from workers.lease import STOP_DEADLINE, STOP_LOST, HeldJob, LeaseKeeper
 
 log = logging.getLogger(__name__)
 
-STORE_ATTEMPTS = 3  # a database blip while storing a finished result should not lose it
 STOP_GRACE_S = 30.0  # how long a stopped request may take to hand back its partial result
 DEFAULT_LEASE_S = 30.0
 
@@ -64,10 +71,12 @@ def execute_job(
     without one (tests) the job is held for `lease_seconds` and only deadlines and timeouts stop it.
     `events` receives the text as the engine generates it (for GET /v1/jobs/{id}/events); it is flushed
     before the outcome is stored, so the job's text events precede its final status event.
+    While the database is unavailable this call waits (see the module docstring).
     """
-    claim = store.claim(job_id, worker_id, lease_seconds)
+    outage = OutageLog(log, f"job {job_id}: claiming")
+    claim = retry_while_unavailable(lambda: store.claim(job_id, worker_id, lease_seconds), outage)
     if claim is None:
-        settled = settle_unclaimable(store, job_id)
+        settled = retry_while_unavailable(lambda: settle_unclaimable(store, job_id), outage)
         if settled is not None:
             log.info("job %s: %s instead of running", job_id, settled)
             return {"expired": Outcome.EXPIRED, "canceled": Outcome.CANCELED}.get(settled, Outcome.FAILED)
@@ -86,26 +95,27 @@ def execute_job(
 def _run_claimed(
     claim: Claim, held: HeldJob, store: JobStore, host: EngineHost, timeout: float, events: DeltaSink | None
 ) -> Outcome:
-    job = store.get(claim.job_id)
+    job = retry_while_unavailable(lambda: store.get(claim.job_id), OutageLog(log, f"job {claim.job_id}: reading"))
     if job is None:  # deleted between claim and read; nothing to store
         return Outcome.SKIPPED
+    writer = _OutcomeWriter(store, claim, events)
     try:
-        result = _generate(job, held, host, timeout, events)
+        result = _wait_for_result(job, held, host, timeout, events)
     except DeadlineExceeded as e:
         output = _output(e.result) if e.result is not None else {}
-        return _store_failure(store, claim, DEADLINE_EXCEEDED, str(e), **output)
+        return writer.failure(DEADLINE_EXCEEDED, str(e), **output)
     except EngineError as e:
-        return _store_failure(store, claim, e.code, str(e) or e.code)
+        return writer.failure(e.code, str(e) or e.code)
     except ParamError as e:  # a stored record the API would have refused (changed by hand, or older bounds)
-        return _store_failure(store, claim, InvalidRequest.code, f"params.{e.field}: {e.message}")
+        return writer.failure(InvalidRequest.code, f"params.{e.field}: {e.message}")
     except ModelUnavailable as e:
-        return _store_failure(store, claim, e.code, str(e))
+        return writer.failure(e.code, str(e))
     except TimeoutError as e:
-        return _store_failure(store, claim, "timeout", str(e) or f"no result within {timeout:g}s")
+        return writer.failure("timeout", str(e) or f"no result within {timeout:g}s")
     except Exception as e:  # a bug or an engine crash: the job must still leave `running`
         log.exception("job %s failed unexpectedly", claim.job_id)
-        return _store_failure(store, claim, "internal_error", f"{type(e).__name__}: {e}")
-    return _store_result(store, claim, held, result)
+        return writer.failure("internal_error", f"{type(e).__name__}: {e}")
+    return writer.result(held, result)
 
 
 def build_request(job: Job) -> GenerationRequest:
@@ -116,19 +126,6 @@ def build_request(job: Job) -> GenerationRequest:
         request_id=job.id, params=params, prompt=job.input.get("prompt"), messages=job.input.get("messages"),
         priority=job.priority,
     )
-
-
-def _generate(
-    job: Job, held: HeldJob, host: EngineHost, timeout: float, events: DeltaSink | None
-) -> GenerationResult:
-    try:
-        return _wait_for_result(job, held, host, timeout, events)
-    finally:
-        if events is not None:
-            try:
-                events.flush()
-            except Exception:  # the text stream is a view; losing part of it must not lose the result
-                log.warning("flushing the text events of job %s failed", job.id, exc_info=True)
 
 
 def _wait_for_result(
@@ -171,38 +168,58 @@ def _output(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def _store_result(store: JobStore, claim: Claim, held: HeldJob, result: GenerationResult) -> Outcome:
-    job_id, output = claim.job_id, _output(result)
-    if result.finish_reason == "canceled":
-        if held.stop_reason == STOP_LOST:
-            log.info("job %s: attempt %d lost its claim; its result is dropped", job_id, claim.attempt)
+class _OutcomeWriter:
+    """Stores one claim's outcome: after the job's pending text events, under the claim's attempt, retried
+    while the database is unavailable (for as long as this process lives: the result exists nowhere else)."""
+
+    def __init__(self, store: JobStore, claim: Claim, events: DeltaSink | None):
+        self._store, self._claim, self._events = store, claim, events
+        self._outage = OutageLog(log, f"job {claim.job_id} (attempt {claim.attempt}): storing its outcome")
+
+    def result(self, held: HeldJob, result: GenerationResult) -> Outcome:
+        job_id, attempt, output = self._claim.job_id, self._claim.attempt, _output(result)
+        if result.finish_reason == "canceled":
+            if held.stop_reason == STOP_LOST:
+                log.info("job %s: attempt %d lost its claim; its result is dropped", job_id, attempt)
+                return Outcome.SKIPPED
+            if held.stop_reason == STOP_DEADLINE:
+                return self.failure(DEADLINE_EXCEEDED, "the job ran past its deadline", **output)
+            won = self._store_as(JobStatus.CANCELED, None,
+                                 lambda: self._store.cancel(job_id, attempt=attempt, **output))
+            return Outcome.CANCELED if won else Outcome.SKIPPED
+        if not self._store_as(JobStatus.SUCCEEDED, None, lambda: self._store.succeed(job_id, attempt=attempt, **output)):
+            log.info("job %s was no longer running under attempt %d when its result arrived (canceled or taken "
+                     "over)", job_id, attempt)
             return Outcome.SKIPPED
-        if held.stop_reason == STOP_DEADLINE:
-            return _store_failure(store, claim, DEADLINE_EXCEEDED, "the job ran past its deadline", **output)
-        won = _retrying(lambda: store.cancel(job_id, attempt=claim.attempt, **output))
-        return Outcome.CANCELED if won else Outcome.SKIPPED
-    won = _retrying(lambda: store.succeed(job_id, attempt=claim.attempt, **output))
-    if not won:
-        log.info("job %s was no longer running under attempt %d when its result arrived (canceled or taken over)",
-                 job_id, claim.attempt)
-        return Outcome.SKIPPED
-    return Outcome.SUCCEEDED
+        return Outcome.SUCCEEDED
 
+    def failure(self, code: str, message: str, **output: Any) -> Outcome:
+        job_id, attempt = self._claim.job_id, self._claim.attempt
+        message = clip(message)  # whatever it quotes from the request stays short, in the log and on the job
+        log.warning("job %s failed: %s: %s", job_id, code, message)
+        won = self._store_as(JobStatus.FAILED, code,
+                             lambda: self._store.fail(job_id, code, message, attempt=attempt, **output))
+        return Outcome.FAILED if won else Outcome.SKIPPED
 
-def _store_failure(store: JobStore, claim: Claim, code: str, message: str, **output: Any) -> Outcome:
-    message = clip(message)  # whatever it quotes from the request stays short, in the log and on the job
-    log.warning("job %s failed: %s: %s", claim.job_id, code, message)
-    won = _retrying(lambda: store.fail(claim.job_id, code, message, attempt=claim.attempt, **output))
-    return Outcome.FAILED if won else Outcome.SKIPPED
+    def _store_as(self, status: JobStatus, error_code: str | None, write: Callable[[], bool]) -> bool:
+        """Run `write` (a compare-and-set under the claim) until it is answered; whether it changed the job."""
+        uncertain = False  # a write failed on a lost connection: its commit may have happened all the same
 
-
-def _retrying(write: Any) -> bool:
-    for attempt in range(STORE_ATTEMPTS):
-        try:
-            return bool(write())
-        except Exception:
-            if attempt == STORE_ATTEMPTS - 1:
+        def attempt() -> bool:
+            nonlocal uncertain
+            if self._events is not None:
+                self._events.flush(raise_unavailable=True)  # the job's text events go before its final status
+            try:
+                return bool(write())
+            except Exception:
+                uncertain = True
                 raise
-            log.warning("storing a job outcome failed; retrying", exc_info=True)
-            time.sleep(0.5 * 2**attempt)
-    return False
+
+        if retry_while_unavailable(attempt, self._outage):
+            return True
+        if not uncertain:
+            return False
+        # refused now: was it by an earlier try that committed before its answer was lost?
+        job = retry_while_unavailable(lambda: self._store.get(self._claim.job_id), self._outage)
+        return (job is not None and job.status == status.value and job.attempts == self._claim.attempt
+                and job.error_code == error_code)

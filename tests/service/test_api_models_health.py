@@ -48,9 +48,12 @@ def test_an_hf_model_directory_shows_its_generation_config(settings: Settings, t
     assert job["params"]["temperature"] == 0.6 and isinstance(job["params"]["seed"], int)
 
 
-def test_healthz_is_ok_when_the_database_answers(settings: Settings) -> None:
+def test_healthz_is_ok_when_the_database_answers_migrated_and_the_broker_too(settings: Settings) -> None:
     response = create_app(settings).test_client().get("/healthz")
-    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and set(body["checks"]) == {"database", "migrations", "broker"}
+    assert body["checks"]["migrations"].startswith("at head")
 
 
 def test_healthz_is_503_in_the_error_shape_when_the_database_is_down(filesystem_broker_url: str) -> None:

@@ -44,7 +44,10 @@ def test_check_fails_when_the_broker_is_unreachable(tmp_path: Path) -> None:
     assert result.returncode == 1 and "genq check" in result.stderr
 
 
-def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
+def test_check_passes_on_the_embedded_defaults_once_migrated(tmp_path: Path) -> None:
+    result = _genq("check", cwd=tmp_path)
+    assert result.returncode == 1 and "genq db upgrade" in result.stderr
+    assert _genq("db", "upgrade", cwd=tmp_path).returncode == 0
     result = _genq("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 

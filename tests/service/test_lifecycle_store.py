@@ -25,7 +25,24 @@ def _set(store: JobStore, job_id: str, **values) -> None:  # type: ignore[no-unt
 
 
 def _expire_lease(store: JobStore, job_id: str) -> None:
-    _set(store, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
+    """Its worker is lost: the lease ran out, and a sweeper saw it stay so and re-published the job."""
+    now = utcnow()
+    _set(store, job_id, lease_expires_at=now - timedelta(seconds=1), published_at=now)
+
+
+def test_an_expired_lease_no_sweeper_declared_lost_keeps_the_job_with_its_worker(store: JobStore) -> None:
+    # e.g. just after a database outage, before the worker renewed: a duplicate message must not take the job
+    job = _job(store, max_attempts=1)
+    claim = store.claim(job.id, "w1")
+    now = utcnow()
+    _set(store, job.id, lease_expires_at=now - timedelta(seconds=1), published_at=now - timedelta(seconds=60))
+    assert store.claim(job.id, "w2") is None
+    assert settle_unclaimable(store, job.id) is None
+    assert request_cancel(store, job.id)[0] is CancelOutcome.REQUESTED
+    output = dict(text="kept", finish_reason="eos", prompt_tokens=1, completion_tokens=1)
+    assert store.succeed(job.id, attempt=claim.attempt, **output)
+    got = store.get(job.id)
+    assert (got.status, got.output_text, got.attempts) == ("succeeded", "kept", 1)
 
 
 def test_a_claim_holds_the_job_under_a_lease_that_blocks_other_claims(store: JobStore) -> None:

@@ -14,7 +14,9 @@ from sqlalchemy import select, update
 from genq.config import Settings
 from genq.db import make_engine, make_session_factory
 from genq.jobs import JobStore
+from genq.leases import renew_leases
 from genq.lifecycle import Schedule, republish_due
+from genq.lost_leases import LostLeases
 from genq.queue import Publisher, make_celery
 from genq.schema import IdempotencyKey, Job, utcnow
 from genq.sweeper import sweep
@@ -106,6 +108,40 @@ def test_a_lost_job_without_attempts_left_fails_and_a_lost_canceled_one_is_cance
     assert (store.get(exhausted.id).status, store.get(exhausted.id).error_code) == ("failed", "attempts_exhausted")
     assert store.get(canceled.id).status == "canceled"
     assert _messages(settings, exhausted.id) == [] and _messages(settings, canceled.id) == []
+
+
+def test_a_sweeper_counts_a_worker_lost_only_once_it_saw_the_lease_stay_expired(
+    store: JobStore, publisher: Publisher, settings: Settings
+) -> None:
+    exhausted, retried = _job(store, max_attempts=1), _job(store)
+    for job in (exhausted, retried):
+        store.claim(job.id, "w1", lease_seconds=30)
+        _age(store, job.id, 10, lease_expires_at=utcnow() - timedelta(seconds=1))
+    lost = LostLeases(confirm_s=5)
+    now = utcnow()
+    sweep(store, publisher, AFTER, now=now, lost_leases=lost)  # first seen: nothing yet
+    sweep(store, publisher, AFTER, now=now + timedelta(seconds=4), lost_leases=lost)
+    assert [store.get(j.id).status for j in (exhausted, retried)] == ["running", "running"]
+    assert _messages(settings, retried.id) == []
+    sweep(store, publisher, AFTER, now=now + timedelta(seconds=5), lost_leases=lost)
+    assert (store.get(exhausted.id).status, store.get(exhausted.id).error_code) == ("failed", "attempts_exhausted")
+    assert len(_messages(settings, retried.id)) == 1 and store.claim(retried.id, "w2").attempt == 2
+
+
+def test_a_lease_renewed_after_an_outage_keeps_its_job(store: JobStore, publisher: Publisher, settings: Settings) -> None:
+    job = _job(store, max_attempts=1)
+    claim = store.claim(job.id, "w1", lease_seconds=30)
+    _age(store, job.id, 60, lease_expires_at=utcnow() - timedelta(seconds=20))  # nobody could renew it
+    lost = LostLeases(confirm_s=5)
+    now = utcnow()
+    sweep(store, publisher, AFTER, now=now, lost_leases=lost)  # the database is back: seen expired
+    assert renew_leases(store, [(job.id, claim.attempt)], 1) == set()  # the live worker's keeper renews...
+    _age(store, job.id, 60, lease_expires_at=utcnow() - timedelta(seconds=1))  # ...and it expired again
+    sweep(store, publisher, AFTER, now=now + timedelta(seconds=6), lost_leases=lost)  # a new lease: first seen
+    assert store.get(job.id).status == "running" and _messages(settings, job.id) == []
+    lost.forget()  # a failed sweep forgets what it saw
+    sweep(store, publisher, AFTER, now=now + timedelta(seconds=12), lost_leases=lost)
+    assert store.get(job.id).status == "running"
 
 
 def test_idempotency_keys_past_their_retention_are_forgotten(store: JobStore, publisher: Publisher) -> None:

@@ -113,9 +113,10 @@ def test_a_worker_whose_claim_was_taken_over_stops_and_stores_nothing(
     job_id = _long_job(store)
     run = Run(store, host, keeper, job_id)
     _wait_running(store, job_id)
-    # as if this worker had stalled past its lease: another claims the job
+    # as if this worker had stalled past its lease and a sweeper had declared it lost: another claims the job
     with store.sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1),
+                                                                   published_at=utcnow()))
     assert store.claim(job_id, "w2", lease_seconds=60).attempt == 2
     assert run.join() is Outcome.SKIPPED
     job = store.get(job_id)
