@@ -36,7 +36,6 @@ EVERY_OPERATION = {
     "431": {"$ref": "#/components/responses/HeadersTooLarge"},
     "500": {"$ref": "#/components/responses/InternalError"},
 }
-INTERNAL = EVERY_OPERATION  # what every operation may answer besides its own responses
 UNAVAILABLE_CODES = ("`database_unavailable`: the database cannot be reached; `database_not_migrated`: its "
                      "schema is missing or behind the code (`genq db upgrade`). Try again after `Retry-After`.")
 SERVER_ERRORS = {"503": {"$ref": "#/components/responses/Unavailable"}, **EVERY_OPERATION}  # routes on the database
