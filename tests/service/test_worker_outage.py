@@ -19,7 +19,7 @@ from genq import migrate
 from genq.config import ModelSpec, Settings
 from genq.db import make_engine, make_session_factory
 from genq.delta_sink import DeltaSink
-from genq.job_events import read_events
+from genq.job_events import read_events_of_jobs
 from genq.jobs import JobStore
 from genq.lifecycle import Schedule
 from genq.queue import Publisher, make_celery
@@ -125,5 +125,5 @@ def test_a_result_finished_while_the_database_is_down_is_stored_once_it_is_back(
     job = store.get(job_id)
     assert (job.status, job.output_text, job.attempts, job.worker_id) == ("succeeded", "Paris", 1, "w1")
     with store.sessions() as session:
-        log = [(e.kind, e.data) for e in read_events(session, job_id, 0)]
+        log = [(e.kind, e.data) for e in read_events_of_jobs(session, {job_id: 0})]
     assert log[-2:] == [("delta", {"text": "Paris"}), ("status", {"status": "succeeded"})], log
