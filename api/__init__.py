@@ -8,20 +8,30 @@ from api.event_hub import EventHub
 from api.http_limits import check_request_limits
 from api.services import EXTENSION_KEY, Services
 from api.stream_limits import StreamLimits
+from genq.broker import Publisher, make_celery
 from genq.catalog import Catalog
-from genq.config import Settings
-from genq.db import make_engine, make_session_factory
-from genq.jobs import JobStore
-from genq.queue import Publisher, make_celery
-from genq.webhook_deliveries import DeliveryStore
-from genq.webhook_dispatch import WebhookPublisher
-from genq.webhook_secrets import SecretStore
+from genq.settings import Settings
+from genq.store.db import make_engine, make_session_factory
+from genq.store.jobs import JobStore
+from genq.webhooks.dispatch import WebhookPublisher
+from genq.webhooks.outbox import DeliveryStore
+from genq.webhooks.secret_store import SecretStore
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
     # blueprints import api.services, which must exist first
-    from api import batches, catalog, deliveries, events, health, job_lifecycle, jobs, openapi, webhooks
+    from api import (
+        batches,
+        deliveries,
+        health,
+        job_events as events,
+        job_lifecycle,
+        jobs,
+        models as catalog,
+        openapi,
+        webhooks,
+    )
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing

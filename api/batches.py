@@ -12,10 +12,10 @@ from api.errors import ApiError, unavailable_response
 from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
-from genq.batches import BatchStore, BatchView, new_batch_id
-from genq.jobs import JobStore
-from genq.queue import PublishError
+from genq.broker import PublishError
 from genq.serialize import iso, job_to_dict
+from genq.store.batches import BatchStore, BatchView, new_batch_id
+from genq.store.jobs import JobStore
 from genq.submit import QUEUE_UNAVAILABLE
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")

@@ -7,10 +7,10 @@ from flask import Blueprint, Response, jsonify
 
 from api.errors import ApiError
 from api.services import services
-from genq.queue import PublishError
-from genq.schema_events import WebhookAttempt, WebhookDelivery
+from genq.broker import PublishError
 from genq.serialize import iso
-from genq.webhook_deliveries import RedeliverRefused
+from genq.store.schema_events import WebhookAttempt, WebhookDelivery
+from genq.webhooks.outbox import RedeliverRefused
 
 bp = Blueprint("deliveries", __name__, url_prefix="/v1/jobs")
 

@@ -12,8 +12,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from genq.db_errors import NOT_MIGRATED_HINT, is_unavailable, is_unmigrated
-from genq.db_retry import describe
+from genq.store.db_errors import NOT_MIGRATED_HINT, is_unavailable, is_unmigrated
+from genq.store.db_retry import describe
 
 log = logging.getLogger(__name__)
 

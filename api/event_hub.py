@@ -19,9 +19,9 @@ from typing import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.job_events import is_final_status, read_events_of_jobs
-from genq.schema import Job
-from genq.schema_events import JobEvent
+from genq.store.job_events import is_final_status, read_events_of_jobs
+from genq.store.schema import Job
+from genq.store.schema_events import JobEvent
 
 log = logging.getLogger(__name__)
 

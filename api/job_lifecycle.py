@@ -7,8 +7,8 @@ from api.errors import ApiError
 from api.list_query import parse_list_query
 from api.presenting import job_json, jobs_json
 from api.services import services
-from genq.leases import CancelOutcome, request_cancel
-from genq.listing import CursorError, list_jobs
+from genq.store.leases import CancelOutcome, request_cancel
+from genq.store.listing import CursorError, list_jobs
 
 bp = Blueprint("job_lifecycle", __name__, url_prefix="/v1/jobs")
 

@@ -8,7 +8,7 @@ from api.parsing import json_body, parse_new_job
 from api.prefer import is_finished, wait_preference, wait_until_finished
 from api.presenting import job_json
 from api.services import services
-from genq.idempotency import (
+from genq.store.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,

@@ -1,4 +1,4 @@
-"""`GET /v1/jobs` query parameters to a genq.listing.JobFilter; every bad value is a 422 naming the parameter.
+"""`GET /v1/jobs` query parameters to a genq.store.listing.JobFilter; every bad value is a 422 naming the parameter.
 
     status=queued,running   (or status=queued&status=running: any of them)
     model=<name>
@@ -15,8 +15,8 @@ from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
 from api.parsing import check_storable_text
-from genq.listing import JobFilter
-from genq.schema import JobStatus
+from genq.store.listing import JobFilter
+from genq.store.schema import JobStatus
 from models.echo import short
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100

@@ -25,7 +25,7 @@ from api.openapi_paths import (
 )
 from api.openapi_schemas import Schema, component_schemas, ref
 from api.services import services
-from genq.config import Settings
+from genq.settings import Settings
 
 bp = Blueprint("openapi", __name__, url_prefix="/v1")
 

@@ -13,7 +13,6 @@ from typing import Any, Sequence, get_args
 
 from api.batch_parsing import CUSTOM_ID_MAX
 from api.parsing import JOB_FIELDS, MAX_MESSAGES, MESSAGE_ROLES
-from genq.batches import COUNTED_STATUSES
 from genq.lifecycle import (
     DEADLINE_MAX_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -22,8 +21,9 @@ from genq.lifecycle import (
     PRIORITY_MIN,
     TTL_MAX_SECONDS,
 )
-from genq.schema import JobStatus
-from genq.schema_events import DELIVERY_STATUSES
+from genq.store.batches import COUNTED_STATUSES
+from genq.store.schema import JobStatus
+from genq.store.schema_events import DELIVERY_STATUSES
 from genq.webhooks.deliver import Outcome
 from genq.webhooks.events import EVENTS, FILTER_FIELD
 from genq.webhooks.urls import MAX_URL_LENGTH
@@ -43,7 +43,7 @@ Schema = dict[str, Any]
 JOB_STATUSES = tuple(s.value for s in JobStatus)
 DELIVERY_EVENTS = tuple(EVENTS.values())
 ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(Outcome)
-BATCH_STATUSES = ("in_progress", "completed")  # genq.batches.BatchView.status
+BATCH_STATUSES = ("in_progress", "completed")  # genq.store.batches.BatchView.status
 
 
 def ref(name: str) -> Schema:
@@ -280,7 +280,7 @@ def _model() -> Schema:
         "name": {"type": "string"},
         "object": {"const": "model"},
         "default": {"type": "boolean"},
-        "source": {"type": "string", "enum": ["gguf", "hf"]},  # genq.config.ModelSpec.kind
+        "source": {"type": "string", "enum": ["gguf", "hf"]},  # genq.settings.ModelSpec.kind
         "quantization": {"type": ["string", "null"]},
         "context_length": {"type": "integer", "minimum": 1,
                            "description": "the most tokens one job may have, its prompt plus `max_new_tokens`: "

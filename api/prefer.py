@@ -10,8 +10,8 @@ import re
 import time
 
 from api.errors import ApiError
-from genq.jobs import JobStore
-from genq.schema import TERMINAL_STATUSES, Job
+from genq.store.jobs import JobStore
+from genq.store.schema import TERMINAL_STATUSES, Job
 
 MAX_WAIT_S = 60
 _FIRST_POLL_S, _MAX_POLL_S = 0.05, 0.5

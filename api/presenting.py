@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from api.serialize import job_to_dict
-from genq.jobs import JobStore
-from genq.listing import queue_info
-from genq.schema import Job
+from genq.store.jobs import JobStore
+from genq.store.listing import queue_info
+from genq.store.schema import Job
 
 
 def job_json(store: JobStore, job: Job) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.event_hub import EventHub
 from api.stream_limits import StreamLimits
+from genq.broker import Publisher
 from genq.catalog import Catalog
-from genq.config import Settings
-from genq.jobs import JobStore
-from genq.queue import Publisher
-from genq.webhook_deliveries import DeliveryStore
-from genq.webhook_dispatch import WebhookPublisher
-from genq.webhook_secrets import SecretStore
+from genq.settings import Settings
+from genq.store.jobs import JobStore
+from genq.webhooks.dispatch import WebhookPublisher
+from genq.webhooks.outbox import DeliveryStore
+from genq.webhooks.secret_store import SecretStore
 
 EXTENSION_KEY = "genq"
 

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.services import services
 from genq.serialize import iso
-from genq.webhook_secrets import SecretInfo
+from genq.webhooks.secret_store import SecretInfo
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 

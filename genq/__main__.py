@@ -1,6 +1,6 @@
 """`python -m genq` is the `genq` command."""
 import sys
 
-from genq.cli import main
+from genq.cli.main import main
 
 sys.exit(main())

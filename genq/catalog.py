@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Mapping
 
-from genq.config import ModelSpec, Settings
 from genq.model_limits import count_prompt_tokens, model_shape
+from genq.settings import ModelSpec, Settings
 from models.params import GenerationParams, ModelLimits, check_fits, check_for_model
 
 log = logging.getLogger(__name__)

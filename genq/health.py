@@ -14,8 +14,8 @@ from celery import Celery
 from sqlalchemy import Engine, text
 
 import migrations
-from genq.db_errors import NOT_MIGRATED_HINT, is_unavailable
-from genq.db_retry import describe
+from genq.store.db_errors import NOT_MIGRATED_HINT, is_unavailable
+from genq.store.db_retry import describe
 
 BROKER_TIMEOUT_S = 3.0
 
@@ -32,7 +32,7 @@ class Check:
 
 @functools.lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
-    """The installed migrations (as genq.migrate runs them), read once."""
+    """The installed migrations (as genq.store.migrate runs them), read once."""
     return ScriptDirectory(str(Path(migrations.__file__).parent))
 
 

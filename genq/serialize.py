@@ -4,17 +4,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from genq.schema import Job, JobStatus
+from genq.store.schema import Job, JobStatus
 
-if TYPE_CHECKING:  # genq.listing imports the job store, which imports this module (webhook payloads)
-    from genq.listing import QueueInfo
+if TYPE_CHECKING:  # genq.store.listing imports the job store, which imports this module (webhook payloads)
+    from genq.store.listing import QueueInfo
 
 _PARTIAL_OUTPUT = (JobStatus.CANCELED.value, JobStatus.FAILED.value)  # canceled, or stopped at its deadline
 
 
 def job_to_dict(job: Job, queue: QueueInfo | None = None) -> dict[str, Any]:
     """`output` is set once the job succeeded (or was canceled or failed with partial output); `error` once it
-    failed. `queue`: the queued job's position and estimated wait (genq.listing.queue_info); without it both
+    failed. `queue`: the queued job's position and estimated wait (genq.store.listing.queue_info); without it both
     are null."""
     output = None
     if job.status == JobStatus.SUCCEEDED.value or (job.status in _PARTIAL_OUTPUT and job.output_text):

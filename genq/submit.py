@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from genq.jobs import JobStore
+from genq.broker import Publisher, PublishError
 from genq.lifecycle import Schedule
-from genq.queue import PublishError, Publisher
-from genq.schema import Base, Job
+from genq.store.jobs import JobStore
+from genq.store.schema import Base, Job
 
 QUEUE_UNAVAILABLE = "queue_unavailable"
 

@@ -8,7 +8,7 @@ Each sweep:
    asked for (→ canceled) or no attempts are left (→ failed `attempts_exhausted`); re-publishes the others,
    so that a worker claims them again (the claim takes over a lost worker's job, attempts + 1). The
    `Sweeper` thread counts a worker lost only once it has seen the job's lease expired and unrenewed for
-   `confirm_lost` seconds (genq/lost_leases.py), so the workers still holding jobs through a database outage
+   `confirm_lost` seconds (genq/store/lost_leases.py), so the workers still holding jobs through a database outage
    keep them; a one-off `sweep()` without `lost` acts on every expired lease it finds;
 3. re-publishes queued jobs whose message may be lost (a broker flush or restart, a worker killed after
    taking a message from a broker that does not redeliver): queued for `republish_after` seconds since
@@ -26,15 +26,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from genq.db_errors import is_unavailable
-from genq.db_retry import OutageLog
-from genq.idempotency import delete_expired_keys
-from genq.jobs import JobStore
-from genq.leases import settle_lost
+from genq.broker import Publisher, PublishError
 from genq.lifecycle import republish_due
-from genq.lost_leases import LostLeases
-from genq.queue import PublishError, Publisher
-from genq.schema import Job, JobStatus, utcnow
+from genq.store.db_errors import is_unavailable
+from genq.store.db_retry import OutageLog
+from genq.store.idempotency import delete_expired_keys
+from genq.store.jobs import JobStore
+from genq.store.leases import settle_lost
+from genq.store.lost_leases import LostLeases
+from genq.store.schema import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -
 
 def confirm_lost_after(lease_seconds: float) -> float:
     """How long a sweeper watches an expired lease before it counts the worker lost: a live worker's keeper
-    renews every lease/3, and at once when the database answers again (workers/lease.py)."""
+    renews every lease/3, and at once when the database answers again (workers/lease_keeper.py)."""
     return max(2.0, lease_seconds / 3)
 
 

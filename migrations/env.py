@@ -1,14 +1,14 @@
-"""Alembic environment: configured programmatically by genq.migrate (no alembic.ini).
+"""Alembic environment: configured programmatically by genq.store.migrate (no alembic.ini).
 
-genq.migrate hands over an open connection (config.attributes["connection"]) made by genq.db, so
+genq.store.migrate hands over an open connection (config.attributes["connection"]) made by genq.store.db, so
 migrations run with the same SQLite pragmas and PostgreSQL driver as the service.
 """
 from __future__ import annotations
 
 from alembic import context
 
-from genq.db import make_engine
-from genq.schema import Base
+from genq.store.db import make_engine
+from genq.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

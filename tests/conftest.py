@@ -15,10 +15,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from genq import migrate
-from genq.config import Settings
-from genq.db import make_engine, make_session_factory, normalize_url
-from genq.jobs import JobStore
+from genq.settings import Settings
+from genq.store import migrate
+from genq.store.db import make_engine, make_session_factory, normalize_url
+from genq.store.jobs import JobStore
 
 POSTGRES_URL = os.environ.get("GENQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("GENQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

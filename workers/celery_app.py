@@ -10,10 +10,10 @@ from typing import Any, Iterable
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from genq.config import Settings
-from genq.queue import make_celery
+from genq.broker import make_celery
 from genq.readiness import write_readiness
-from workers import tasks, webhook_tasks
+from genq.settings import Settings
+from workers import job_tasks as tasks, webhook_tasks
 from workers.context import shutdown_contexts, worker_context
 
 log = logging.getLogger(__name__)

@@ -9,18 +9,18 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from genq.config import Settings
-from genq.db import make_engine, make_session_factory
-from genq.delta_sink import DeltaSink
-from genq.jobs import JobStore
-from genq.queue import Publisher, celery_config, make_celery
+from genq.broker import Publisher, celery_config, make_celery
+from genq.settings import Settings
+from genq.store.db import make_engine, make_session_factory
+from genq.store.delta_sink import DeltaSink
+from genq.store.jobs import JobStore
 from genq.sweeper import Sweeper, confirm_lost_after
-from genq.webhook_deliveries import DeliveryStore
-from genq.webhook_dispatch import WebhookPublisher
-from genq.webhook_runner import DeliveryContext
-from genq.webhook_secrets import SecretStore
+from genq.webhooks.delivery_runner import DeliveryContext
+from genq.webhooks.dispatch import WebhookPublisher
+from genq.webhooks.outbox import DeliveryStore
+from genq.webhooks.secret_store import SecretStore
 from workers.engine_host import EngineHost, engine_factory
-from workers.lease import LeaseKeeper
+from workers.lease_keeper import LeaseKeeper
 
 
 @dataclass

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from genq.config import ModelSpec
+from genq.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 

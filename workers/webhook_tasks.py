@@ -1,13 +1,13 @@
 """The webhook delivery task (queue `genq.webhooks`) and the sweep thread of workers that consume it.
 
-Thin shells around genq.webhook_runner.run_delivery and genq.webhook_dispatch.Sweeper.
+Thin shells around genq.webhooks.delivery_runner.run_delivery and genq.webhooks.dispatch.Sweeper.
 """
 from __future__ import annotations
 
 from celery import Celery, Task
 
-from genq.webhook_dispatch import DELIVER_TASK, Sweeper
-from genq.webhook_runner import run_delivery
+from genq.webhooks.delivery_runner import run_delivery
+from genq.webhooks.dispatch import DELIVER_TASK, Sweeper
 from workers.context import worker_context
 
 

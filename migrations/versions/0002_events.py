@@ -18,7 +18,7 @@ down_revision: str | None = "0001_jobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Written out, not imported from genq.schema: a migration records the schema as it was at this revision.
+# Written out, not imported from genq.store.schema: a migration records the schema as it was at this revision.
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _TS = sa.DateTime(timezone=True)
 

@@ -16,11 +16,13 @@ import torch
 
 from models.batch import KVCache
 from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
+from models.echo import clip
+from models.engine.admission import check_request, encode_request
 from models.engine.memory import default_kv_budget, release_freed_heap
-from models.engine.runner import ModelRunner
+from models.engine.model_runner import ModelRunner
 from models.engine.sampling import Sampler, TokenLogprob
 from models.engine.scheduler import ScheduledStep, Scheduler
-from models.engine.sequence import Detokenizer, Sequence, SeqStatus
+from models.engine.sequence import Detokenizer, SeqStatus, Sequence
 from models.engine.slots import SlotManager
 from models.engine.types import (
     EngineError,
@@ -30,8 +32,6 @@ from models.engine.types import (
     GenerationRequest,
     GenerationResult,
 )
-from models.echo import clip
-from models.engine.admission import check_request, encode_request
 from models.params import ModelLimits
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from sqlalchemy import update
 
 from api import create_app
 from api.services import EXTENSION_KEY
-from genq import migrate
-from genq.config import Settings
-from genq.jobs import JobStore
-from genq.schema import Job
+from genq.settings import Settings
+from genq.store import migrate
+from genq.store.jobs import JobStore
+from genq.store.schema import Job
 
 
 @dataclass

@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from api import create_app
-from genq.config import Settings
-from genq.schema import Job
+from genq.settings import Settings
+from genq.store.schema import Job
 
 JSONL = "application/jsonl"
 

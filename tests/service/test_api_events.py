@@ -12,9 +12,9 @@ from e2e_helpers import ApiThread, read_sse, wait_until
 from sqlalchemy import event
 
 from api import create_app
-from genq.config import Settings
-from genq.delta_sink import DeltaSink
-from genq.jobs import JobStore
+from genq.settings import Settings
+from genq.store.delta_sink import DeltaSink
+from genq.store.jobs import JobStore
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
-from genq.config import Settings
+from genq.settings import Settings
 
 PROMPT = {"prompt": "Hello"}
 MESSAGES = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}

@@ -14,8 +14,8 @@ from e2e_helpers import wait_until
 from sqlalchemy import func, select, update
 
 from api import create_app
-from genq.config import Settings
-from genq.schema import IdempotencyKey, Job, utcnow
+from genq.settings import Settings
+from genq.store.schema import IdempotencyKey, Job, utcnow
 
 PROMPT = {"prompt": "Hello", "params": {"max_new_tokens": 4}}
 

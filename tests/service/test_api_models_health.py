@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api import create_app
-from genq.config import Settings
+from genq.settings import Settings
 
 
 def test_models_lists_the_default_model_with_its_context_length_and_defaults(settings: Settings) -> None:
@@ -72,7 +72,7 @@ def test_the_api_counts_prompt_tokens_without_loading_torch(migrated_sqlite_url:
     script = """if True:
         import sys
         from api import create_app
-        from genq.config import Settings
+        from genq.settings import Settings
         client = create_app(Settings.from_env()).test_client()
         assert client.get("/v1/models").get_json()["data"][0]["vocab_size"] == 49152
         r = client.post("/v1/jobs", json={"messages": [{"role": "user", "content": "hi " * 3000}]})

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from private_postgres import PrivatePostgres, private_postgres  # noqa: F401  (fixture)
 
 from api import create_app
-from genq import migrate
-from genq.config import Settings
+from genq.settings import Settings
+from genq.store import migrate
 
 PROMPT = {"prompt": "hi"}
 JOB_ID = "8d4c3e0e-5b1a-4c1e-9c53-3a4c2f6f5d21"

@@ -12,7 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
-from genq.config import Settings
+from genq.settings import Settings
 
 JSON = {"content-type": "application/json"}
 JSONL = "application/jsonl"

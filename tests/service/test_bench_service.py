@@ -7,8 +7,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
-from genq.bench_service import batch_lines
-from genq.config import Settings
+from genq.cli.bench_service import batch_lines
+from genq.settings import Settings
 
 WORKLOAD = [  # the shared bench kit's line format
     {"id": "r0", "messages": [{"role": "user", "content": "Write a short story about a cat."}],

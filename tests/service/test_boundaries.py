@@ -29,8 +29,8 @@ def test_the_api_imports_neither_torch_nor_the_workers(tmp_path) -> None:  # typ
 
 def test_the_worker_tasks_never_import_the_flask_app(tmp_path) -> None:  # type: ignore[no-untyped-def]
     modules = _modules_after(
-        "import workers.celery_app, workers.tasks, workers.runner",
+        "import workers.celery_app, workers.job_tasks, workers.job_runner",
         {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "GENQ_BROKER_URL": f"filesystem://{tmp_path / 'b'}"},
     )
-    assert "workers.tasks" in modules
+    assert "workers.job_tasks" in modules
     assert not {m for m in modules if m == "flask" or m == "api" or m.startswith(("flask.", "api."))}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from e2e_helpers import ROOT
 
-from genq import migrate
+from genq.store import migrate
 
 
 def _genq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -65,10 +65,10 @@ def test_sweep_expires_jobs_past_their_ttl_and_reports_what_it_did(tmp_path: Pat
 
     from sqlalchemy import update
 
-    from genq.db import make_engine, make_session_factory
-    from genq.jobs import JobStore
     from genq.lifecycle import Schedule
-    from genq.schema import Job, utcnow
+    from genq.store.db import make_engine, make_session_factory
+    from genq.store.jobs import JobStore
+    from genq.store.schema import Job, utcnow
 
     url = f"sqlite:///{tmp_path / 'genq.db'}"
     migrate.upgrade(url)

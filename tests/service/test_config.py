@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from genq.config import ConfigError, Settings
-from genq.db import normalize_url
+from genq.settings import ConfigError, Settings
+from genq.store.db import normalize_url
 
 
 def test_defaults_are_the_embedded_service() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from genq.db import DatabaseURLError, make_engine
+from genq.store.db import DatabaseURLError, make_engine
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout_and_creates_its_folder(tmp_path: Path) -> None:

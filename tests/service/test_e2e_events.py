@@ -16,11 +16,11 @@ from standardwebhooks.webhooks import Webhook
 from webhooks.receiver import Receiver, Reply
 
 from api import create_app
-from genq.config import Settings
-from genq.db import make_engine, make_session_factory
-from genq.jobs import JobStore
-from genq.schema import utcnow
-from genq.schema_events import WebhookDelivery
+from genq.settings import Settings
+from genq.store.db import make_engine, make_session_factory
+from genq.store.jobs import JobStore
+from genq.store.schema import utcnow
+from genq.store.schema_events import WebhookDelivery
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from tiny_model import TINY_MODEL, tiny_gguf  # noqa: F401  (fixture)
 
 from api import create_app
 from api.services import EXTENSION_KEY, Services
-from genq import migrate
-from genq.config import Settings
+from genq.settings import Settings
+from genq.store import migrate
 from genq.submit import submit_job
 
 pytestmark = pytest.mark.slow

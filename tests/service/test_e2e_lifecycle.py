@@ -24,9 +24,9 @@ from tiny_model import LONG_TOKENS, TINY_MODEL, long_job, tiny_gguf  # noqa: F40
 
 from api import create_app
 from api.services import EXTENSION_KEY
-from genq import migrate
-from genq.config import Settings
-from genq.schema_events import JobEvent
+from genq.settings import Settings
+from genq.store import migrate
+from genq.store.schema_events import JobEvent
 
 pytestmark = pytest.mark.slow
 

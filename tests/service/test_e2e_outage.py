@@ -22,8 +22,8 @@ from webhooks.receiver import Receiver
 
 from api import create_app
 from api.services import EXTENSION_KEY
-from genq import migrate
-from genq.config import Settings
+from genq.settings import Settings
+from genq.store import migrate
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import requests
 from e2e_helpers import REDIS_URL, ApiThread, Child, wait_for_job
 
 from api import create_app
-from genq import migrate
-from genq.config import Settings
-from genq.jobs import JobStore
-from genq.db import make_engine, make_session_factory
-from genq.queue import Publisher, make_celery
+from genq.broker import Publisher, make_celery
+from genq.settings import Settings
+from genq.store import migrate
+from genq.store.db import make_engine, make_session_factory
+from genq.store.jobs import JobStore
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ from typing import Iterator
 import pytest
 from sqlalchemy import select
 
-from genq.db import make_engine, make_session_factory
-from genq.delta_sink import DeltaSink
-from genq.jobs import JobStore
-from genq.schema_events import JobEvent
+from genq.store.db import make_engine, make_session_factory
+from genq.store.delta_sink import DeltaSink
+from genq.store.jobs import JobStore
+from genq.store.schema_events import JobEvent
 from models.engine.types import EngineEvent
 
 

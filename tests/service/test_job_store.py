@@ -6,9 +6,9 @@ from datetime import timezone
 
 import pytest
 
-from genq.db import make_engine, make_session_factory
-from genq.jobs import JobStore, new_job_id
-from genq.schema import JobStatus
+from genq.store.db import make_engine, make_session_factory
+from genq.store.jobs import JobStore, new_job_id
+from genq.store.schema import JobStatus
 
 PARAMS = {"max_new_tokens": 8}
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from genq.jobs import JobStore
-from genq.leases import CancelOutcome, held_states, renew_leases, request_cancel, settle_unclaimable
 from genq.lifecycle import Schedule, ScheduleError
-from genq.schema import Job, utcnow
+from genq.store.jobs import JobStore
+from genq.store.leases import CancelOutcome, held_states, renew_leases, request_cancel, settle_unclaimable
+from genq.store.schema import Job, utcnow
 
 PARAMS = {"max_new_tokens": 8}
 

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from genq import migrate
-from genq.db import make_engine
-from genq.schema import Base
+from genq.store import migrate
+from genq.store.db import make_engine
+from genq.store.schema import Base
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -65,8 +65,8 @@ def test_jobs_running_at_the_lifecycle_upgrade_get_a_lease_to_finish_under(empty
 
     from sqlalchemy import text
 
-    from genq.db import make_session_factory
-    from genq.jobs import JobStore
+    from genq.store.db import make_session_factory
+    from genq.store.jobs import JobStore
 
     migrate.upgrade(empty_database_url, "0001_jobs")
     engine = make_engine(empty_database_url)

@@ -14,7 +14,7 @@ from api import create_app
 from api.errors import ApiError
 from api.parsing import parse_new_job
 from genq.catalog import Catalog
-from genq.config import Settings
+from genq.settings import Settings
 from models.params import BOUNDS, GenerationParams, ParamError
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on every route by itself

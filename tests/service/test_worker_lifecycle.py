@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import update
 from tiny_model import LONG_TOKENS, TINY_MODEL, tiny_gguf  # noqa: F401  (fixture)
 
-from genq.config import ModelSpec
-from genq.jobs import JobStore
-from genq.leases import request_cancel
 from genq.lifecycle import Schedule
-from genq.schema import Job, utcnow
+from genq.settings import ModelSpec
+from genq.store.jobs import JobStore
+from genq.store.leases import request_cancel
+from genq.store.schema import Job, utcnow
 from workers.engine_host import EngineHost, engine_factory
-from workers.lease import LeaseKeeper
-from workers.runner import Outcome, execute_job
+from workers.job_runner import Outcome, execute_job
+from workers.lease_keeper import LeaseKeeper
 
 LEASE_S = 2.0
 

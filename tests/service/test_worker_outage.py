@@ -1,4 +1,4 @@
-"""workers.runner through a database outage, in one process, on a private PostgreSQL server the test stops.
+"""workers.job_runner through a database outage, in one process, on a private PostgreSQL server the test stops.
 
 The engine is a stand-in whose result the test releases while the database is down (the real engine and
 worker processes go through the same outage in test_e2e_outage.py). With the lease keeper, the text-event
@@ -15,19 +15,19 @@ from typing import Any, Callable, Iterator
 import pytest
 from private_postgres import PrivatePostgres, private_postgres  # noqa: F401  (fixture)
 
-from genq import migrate
-from genq.config import ModelSpec, Settings
-from genq.db import make_engine, make_session_factory
-from genq.delta_sink import DeltaSink
-from genq.job_events import read_events_of_jobs
-from genq.jobs import JobStore
+from genq.broker import Publisher, make_celery
 from genq.lifecycle import Schedule
-from genq.queue import Publisher, make_celery
+from genq.settings import ModelSpec, Settings
+from genq.store import migrate
+from genq.store.db import make_engine, make_session_factory
+from genq.store.delta_sink import DeltaSink
+from genq.store.job_events import read_events_of_jobs
+from genq.store.jobs import JobStore
 from genq.sweeper import Sweeper
 from models.engine.types import EngineEvent, GenerationRequest, GenerationResult
 from workers.engine_host import EngineHost
-from workers.lease import LeaseKeeper
-from workers.runner import Outcome, execute_job
+from workers.job_runner import Outcome, execute_job
+from workers.lease_keeper import LeaseKeeper
 
 MODEL = "m"
 LEASE_S = 2

@@ -1,4 +1,4 @@
-"""workers.runner: a claimed job always leaves `running`, with the engine's result or a coded error.
+"""workers.job_runner: a claimed job always leaves `running`, with the engine's result or a coded error.
 
 The engine here is a small scripted stand-in implementing the engine's interface (submit / wait / cancel),
 so that each failure mode can be produced on demand; the real engine runs in the end-to-end tests.
@@ -9,11 +9,11 @@ from typing import Any, Callable
 
 import pytest
 
-from genq.config import ModelSpec
-from genq.jobs import JobStore
+from genq.settings import ModelSpec
+from genq.store.jobs import JobStore
 from models.engine.types import GenerationRequest, GenerationResult, PromptTooLong
 from workers.engine_host import EngineHost
-from workers.runner import Outcome, execute_job
+from workers.job_runner import Outcome, execute_job
 
 MODEL = "m"
 

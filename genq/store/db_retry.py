@@ -2,7 +2,7 @@
 per poll.
 
 `retry_while_unavailable(op, ...)` runs `op` again, with capped exponential backoff, for as long as it fails
-because the database is unavailable (genq.db_errors.is_unavailable); any other error is raised at once.
+because the database is unavailable (genq.store.db_errors.is_unavailable); any other error is raised at once.
 `OutageLog` is what every background loop (lease keeper, text-event writer, sweepers) logs through: the first
 failure, a reminder every `every_s` while it lasts, and the recovery with its length.
 """
@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, TypeVar
 
-from genq.db_errors import is_unavailable
+from genq.store.db_errors import is_unavailable
 
 T = TypeVar("T")
 

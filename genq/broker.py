@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import Celery
 
-from genq.config import Settings
 from genq.lifecycle import PRIORITY_MAX, PRIORITY_MIN, broker_priority
+from genq.settings import Settings
 
 TASK_NAME = "genq.run_job"
 FILESYSTEM_SCHEME = "filesystem://"

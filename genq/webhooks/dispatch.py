@@ -13,10 +13,10 @@ from typing import Iterable
 
 from celery import Celery
 
-from genq.db_errors import is_unavailable
-from genq.db_retry import OutageLog
-from genq.queue import PublishError
-from genq.webhook_deliveries import DeliveryStore
+from genq.broker import PublishError
+from genq.store.db_errors import is_unavailable
+from genq.store.db_retry import OutageLog
+from genq.webhooks.outbox import DeliveryStore
 
 log = logging.getLogger(__name__)
 

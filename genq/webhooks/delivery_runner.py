@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from genq.db_errors import is_unavailable
-from genq.db_retry import OutageLog, retry_while_unavailable
-from genq.queue import PublishError
-from genq.schema import utcnow
-from genq.webhook_deliveries import DEFAULT_LEASE_S, DeliveryStore
-from genq.webhook_dispatch import COUNTDOWN_MAX_S, WebhookPublisher
-from genq.webhook_secrets import SecretStore
+from genq.broker import PublishError
+from genq.store.db_errors import is_unavailable
+from genq.store.db_retry import OutageLog, retry_while_unavailable
+from genq.store.schema import utcnow
 from genq.webhooks import AllowList, RetryPolicy, deliver, event_body
 from genq.webhooks.deliver import DEFAULT_TIMEOUT
+from genq.webhooks.dispatch import COUNTDOWN_MAX_S, WebhookPublisher
+from genq.webhooks.outbox import DEFAULT_LEASE_S, DeliveryStore
+from genq.webhooks.secret_store import SecretStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Tables of the events half: the per-job event log, webhook secrets, deliveries and attempts, batches.
 
-Made by migration 0002_events. Imported at the end of genq.schema, so `Base.metadata` always holds them.
+Made by migration 0002_events. Imported at the end of genq.store.schema, so `Base.metadata` always holds them.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from genq.schema import Base, Job, JSONType, UTCDateTime, utcnow
+from genq.store.schema import Base, Job, JSONType, UTCDateTime, utcnow
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "gone")
 
@@ -105,6 +105,6 @@ class Batch(Base):
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
 
 
-# On jobs, declared here with the columns they index (the columns themselves are in genq.schema.Job).
+# On jobs, declared here with the columns they index (the columns themselves are in genq.store.schema.Job).
 Index("ux_jobs_batch_custom_id", Job.batch_id, Job.custom_id, unique=True)
 Index("ix_jobs_batch_line", Job.batch_id, Job.batch_line)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Sequence
 
-from genq.config import ConfigError, Settings
+from genq.settings import ConfigError, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from genq import migrate
+    from genq.store import migrate
 
     settings = Settings.from_env()
     migrate.upgrade(settings.database_url)
@@ -93,7 +93,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _db_current(args: argparse.Namespace) -> int:
-    from genq import migrate
+    from genq.store import migrate
 
     print(migrate.current_revision(Settings.from_env().database_url) or "none")
     return 0
@@ -130,7 +130,7 @@ def _worker(args: argparse.Namespace) -> int:
         (settings.batch_size if serve_models else 0) + (settings.webhook_concurrency if serve_webhooks else 0)
     )
 
-    from genq.webhook_dispatch import WEBHOOK_QUEUE
+    from genq.webhooks.dispatch import WEBHOOK_QUEUE
     from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
 
     app.genq_preload = names if serve_models and not args.no_preload else []  # type: ignore[attr-defined]
@@ -157,9 +157,9 @@ def _sweep(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from genq.db import make_engine, make_session_factory
-    from genq.jobs import JobStore
-    from genq.queue import Publisher, make_celery
+    from genq.broker import Publisher, make_celery
+    from genq.store.db import make_engine, make_session_factory
+    from genq.store.jobs import JobStore
     from genq.sweeper import Sweeper, confirm_lost_after, sweep
 
     settings = Settings.from_env()
@@ -187,9 +187,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from genq.db import make_engine
+    from genq.broker import make_celery
     from genq.health import check_broker, check_database
-    from genq.queue import make_celery
+    from genq.store.db import make_engine
 
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)
@@ -210,14 +210,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from genq.supervisor import run_up
+    from genq.cli.supervisor import run_up
 
     return run_up(host=args.host, port=args.port)
 
 
 def _bench(args: argparse.Namespace) -> int:
     if args.through_service:
-        from genq.bench_service import main as service_bench
+        from genq.cli.bench_service import main as service_bench
 
         return service_bench(args.workload, url=args.url, model=args.model)
     from models.engine import bench

@@ -3,7 +3,7 @@
 Writers allocate `seq` by incrementing `jobs.event_seq` in an UPDATE of the job row, in the same transaction
 as the event's INSERT. The row lock that UPDATE takes (PostgreSQL; SQLite has one writer at a time) orders
 the writers of one job, so events commit in `seq` order: a reader polling `seq > last` never skips one.
-The state machine writes status events (genq.jobs); the worker's DeltaSink writes text (genq.delta_sink).
+The state machine writes status events (genq.store.jobs); the worker's DeltaSink writes text (genq.store.delta_sink).
 
 A `running` event carries the attempt it starts. One with attempt > 1 is a takeover (the previous attempt's
 worker was lost): its text starts over, so the stream presents it as a restart (`is_restart`), and a delta
@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
-from genq.schema import Job
-from genq.schema_events import JobEvent
+from genq.store.schema import Job
+from genq.store.schema_events import JobEvent
 
 # Statuses a job can still leave. Every other status is final (succeeded, failed, canceled, and any a later
 # migration adds, such as expired), so the stream of a job ends at it.

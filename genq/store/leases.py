@@ -1,9 +1,9 @@
 """Leases and cancel requests in the database: what workers, the API and the sweeper ask of running jobs.
 
 A running job is held by the worker whose claim set `lease_expires_at`; the worker process renews the
-lease of every job it holds (workers/lease.py). A job whose lease expired may have lost its worker; once a
-sweeper has seen it stay expired long enough to say so (genq/lost_leases.py), `settle_lost` ends it or another
-claim takes it over (genq.jobs.JobStore.claim). None of this changes a job's status except through JobStore's
+lease of every job it holds (workers/lease_keeper.py). A job whose lease expired may have lost its worker; once a
+sweeper has seen it stay expired long enough to say so (genq/store/lost_leases.py), `settle_lost` ends it or another
+claim takes it over (genq.store.jobs.JobStore.claim). None of this changes a job's status except through JobStore's
 compare-and-set transitions.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 
-from genq.jobs import JobStore, declared_lost, is_job_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
-from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from genq.store.jobs import JobStore, declared_lost, is_job_id
+from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 

@@ -28,9 +28,9 @@ from api.errors import ApiError, error_response
 from api.event_hub import Subscription
 from api.services import services
 from api.stream_limits import RETRY_AFTER_S, TooManyStreams, client_key
-from genq.job_events import event_data, is_restart
-from genq.schema_events import JobEvent
 from genq.serialize import job_to_dict
+from genq.store.job_events import event_data, is_restart
+from genq.store.schema_events import JobEvent
 
 bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from genq.job_events import status_event
-from genq.schema import Job
-from genq.webhook_deliveries import create_deliveries
+from genq.store.job_events import status_event
+from genq.store.schema import Job
+from genq.webhooks.outbox import create_deliveries
 
 
 def record_transition(session: Session, job_id: str) -> list[str]:

@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from types import FrameType
 
-from genq import migrate
-from genq.config import Settings
 from genq.readiness import read_readiness
+from genq.settings import Settings
+from genq.store import migrate
 
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 120.0

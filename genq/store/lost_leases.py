@@ -2,18 +2,18 @@
 `confirm_s` seconds while the database answered.
 
 An expired lease alone proves nothing during or just after a database outage: no worker could renew then, and
-every live one renews within a poll once the database answers (workers/lease.py). The first sweep after an
+every live one renews within a poll once the database answers (workers/lease_keeper.py). The first sweep after an
 outage sees all those leases expired; `confirm_s` later, the live workers' leases have moved on and only the
 lost workers' are still the same. A sweep that fails forgets what it saw, since an outage in between voids
 the observation. A sweeper declares a worker lost by settling its job or re-publishing it for a takeover
-(genq/sweeper.py); a claim takes over only a job so declared (genq.jobs.JobStore.claim).
+(genq/sweeper.py); a claim takes over only a job so declared (genq.store.jobs.JobStore.claim).
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from genq.schema import Job
+from genq.store.schema import Job
 
 _Key = tuple[str, int, datetime]  # job id, attempt, the expired lease as seen
 

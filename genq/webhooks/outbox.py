@@ -15,9 +15,9 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_canonical_id
-from genq.schema import Job, utcnow
-from genq.schema_events import WebhookAttempt, WebhookDelivery
 from genq.serialize import job_to_dict
+from genq.store.schema import Job, utcnow
+from genq.store.schema_events import WebhookAttempt, WebhookDelivery
 from genq.webhooks import Attempt, events_for_status, message_id
 from genq.webhooks.events import DEFAULT_EVENTS_FILTER
 

@@ -83,7 +83,7 @@ class Job(Base):
     # "metadata" is reserved by SQLAlchemy's declarative base, hence the attribute name.
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
     worker_id: Mapped[str | None] = mapped_column(String(255))
-    # events, webhooks and batches (migration 0002_events; their tables are in genq/schema_events.py)
+    # events, webhooks and batches (migration 0002_events; their tables are in genq/store/schema_events.py)
     # the last job_events.seq of this job: event writers take the next one by incrementing it
     event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     webhook: Mapped[str | None] = mapped_column(Text)
@@ -118,7 +118,7 @@ class Job(Base):
 
 
 class IdempotencyKey(Base):
-    """An `Idempotency-Key` a client sent with `POST /v1/jobs`, and the job it made (genq/idempotency.py)."""
+    """An `Idempotency-Key` a client sent with `POST /v1/jobs`, and the job it made (genq/store/idempotency.py)."""
 
     __tablename__ = "idempotency_keys"
 
@@ -131,4 +131,4 @@ class IdempotencyKey(Base):
 
 
 # The event log, webhook and batch tables register on Base.metadata with this module (imported last: they use Base).
-from genq import schema_events  # noqa: E402,F401
+from genq.store import schema_events  # noqa: E402,F401

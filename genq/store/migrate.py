@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
-from genq.db import make_engine, normalize_url
+from genq.store.db import make_engine, normalize_url
 
 
 def alembic_config(database_url: str) -> Config:

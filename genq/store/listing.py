@@ -21,8 +21,8 @@ from typing import Any, Iterable
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
-from genq.jobs import JobStore, is_job_id
-from genq.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from genq.store.jobs import JobStore, is_job_id
+from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100

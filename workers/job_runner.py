@@ -8,7 +8,7 @@ take it over (genq/sweeper.py). Every outcome is stored under this claim's attem
 whose lease was taken over cannot overwrite the job.
 
 A database outage loses nothing: the claim, the reads and the store are retried (capped exponential backoff,
-genq/db_retry.py) for as long as the database is unavailable and this process lives, holding the broker
+genq/store/db_retry.py) for as long as the database is unavailable and this process lives, holding the broker
 message unacknowledged. A finished result waits in memory. Storing it after the outage is safe however long
 it lasted: the store is a compare-and-set on the claim's attempt, and the claim stays this worker's because
 its lease keeper renews the lease as soon as the database answers, before any sweeper may declare it lost
@@ -21,17 +21,17 @@ import logging
 import time
 from typing import Any, Callable
 
-from genq.db_retry import OutageLog, retry_while_unavailable
-from genq.delta_sink import DeltaSink
-from genq.jobs import Claim, JobStore
-from genq.leases import settle_unclaimable
 from genq.lifecycle import DEADLINE_EXCEEDED
-from genq.schema import Job, JobStatus
+from genq.store.db_retry import OutageLog, retry_while_unavailable
+from genq.store.delta_sink import DeltaSink
+from genq.store.jobs import Claim, JobStore
+from genq.store.leases import settle_unclaimable
+from genq.store.schema import Job, JobStatus
 from models.echo import clip
 from models.engine.types import EngineError, GenerationRequest, GenerationResult, InvalidRequest
 from models.params import GenerationParams, ParamError
 from workers.engine_host import EngineHost, ModelUnavailable
-from workers.lease import STOP_DEADLINE, STOP_LOST, HeldJob, LeaseKeeper
+from workers.lease_keeper import STOP_DEADLINE, STOP_LOST, HeldJob, LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def execute_job(
 ) -> Outcome:
     """Run job `job_id` if this call wins the claim; returns what became of it.
 
-    `keeper` renews the claim's lease and stops the generation on a cancel request (workers/lease.py);
+    `keeper` renews the claim's lease and stops the generation on a cancel request (workers/lease_keeper.py);
     without one (tests) the job is held for `lease_seconds` and only deadlines and timeouts stop it.
     `events` receives the text as the engine generates it (for GET /v1/jobs/{id}/events); it is flushed
     before the outcome is stored, so the job's text events precede its final status event.

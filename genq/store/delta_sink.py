@@ -12,7 +12,7 @@ the UPDATE that numbers the event locks the job row, as a takeover's claim does,
 attempt (a worker frozen, then resumed) is either written before the new attempt's restart event or dropped.
 
 While the database is unavailable the text waits in memory, in order, and goes out with the first write that
-succeeds; the outage is logged once (genq.db_retry.OutageLog), not once per interval.
+succeeds; the outage is logged once (genq.store.db_retry.OutageLog), not once per interval.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Any, Callable
 from sqlalchemy import and_, insert, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.db_errors import is_unavailable
-from genq.db_retry import OutageLog
-from genq.schema import Job, JobStatus, utcnow
-from genq.schema_events import JobEvent
+from genq.store.db_errors import is_unavailable
+from genq.store.db_retry import OutageLog
+from genq.store.schema import Job, JobStatus, utcnow
+from genq.store.schema_events import JobEvent
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.job_events import LIVE_STATUSES, status_event
 from genq.ids import is_canonical_id
-from genq.schema import Job, utcnow
-from genq.schema_events import Batch
+from genq.store.job_events import LIVE_STATUSES, status_event
+from genq.store.schema import Job, utcnow
+from genq.store.schema_events import Batch
 
 # Every status a count is reported for (a batch object always shows them all, zeros included).
 COUNTED_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")

@@ -1,11 +1,11 @@
-"""The Celery task: a thin shell around workers.runner.execute_job. Never imports the Flask app."""
+"""The Celery task: a thin shell around workers.job_runner.execute_job. Never imports the Flask app."""
 from __future__ import annotations
 
 from celery import Celery, Task
 
-from genq.queue import TASK_NAME
+from genq.broker import TASK_NAME
 from workers.context import worker_context
-from workers.runner import execute_job
+from workers.job_runner import execute_job
 
 
 def register(app: Celery) -> Task:

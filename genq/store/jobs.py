@@ -8,13 +8,13 @@
 
 A running job is held under a lease (`lease_expires_at`) that its worker renews; each claim is numbered by
 `attempts`, and a worker stores its outcome only while the job is still running under its own attempt, so a
-worker whose lease was taken over cannot overwrite the job (see genq/lifecycle.py and workers/lease.py).
+worker whose lease was taken over cannot overwrite the job (see genq/lifecycle.py and workers/lease_keeper.py).
 
 `transition` is the only code that writes `status`. It runs
 `UPDATE jobs SET … WHERE id = :id AND status IN (:allowed)` and reports whether it changed the row:
 two workers handed the same message, or a worker and a cancel, race on the database, and exactly one wins.
 The winning transaction also appends the status to the job's event log and creates the webhook deliveries
-the change fires (genq.transition_effects), so neither is lost if the process dies right after.
+the change fires (genq.store.transition_effects), so neither is lost if the process dies right after.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.job_events import status_event
 from genq.lifecycle import Schedule
-from genq.schema import Base, Job, JobStatus, utcnow
-from genq.transition_effects import record_transition
+from genq.store.job_events import status_event
+from genq.store.schema import Base, Job, JobStatus, utcnow
+from genq.store.transition_effects import record_transition
 
 # For each target status, the statuses it may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -195,7 +195,7 @@ class JobStore:
 
         Takes a `queued` job whose time-to-live has not run out, or a `running` job whose worker was
         declared lost (`declared_lost`) if it has attempts left and no cancel was asked for. The job is then
-        held until `lease_expires_at`, which the worker renews (workers/lease.py).
+        held until `lease_expires_at`, which the worker renews (workers/lease_keeper.py).
         """
         now = utcnow()
         lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -294,7 +294,7 @@ class JobStore:
 
 def declared_lost(now: datetime) -> ColumnElement[bool]:
     """The job is running under a lease that expired, and a sweeper has since declared its worker lost by
-    re-publishing it (`published_at` after the lease's end; genq/lost_leases.py says when it may).
+    re-publishing it (`published_at` after the lease's end; genq/store/lost_leases.py says when it may).
 
     An expired lease alone is not enough: after a database outage every lease looks expired until the live
     workers renew theirs, and a duplicate message arriving then must not take a job from a worker that is

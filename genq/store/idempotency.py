@@ -21,8 +21,8 @@ from typing import Any, Callable
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from genq.jobs import JobStore, new_job_id
-from genq.schema import IdempotencyKey, Job, utcnow
+from genq.store.jobs import JobStore, new_job_id
+from genq.store.schema import IdempotencyKey, Job, utcnow
 from genq.submit import QueueUnavailable
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The persistence layer of genq (see the README's architecture section)."""
