@@ -9,7 +9,7 @@ from api.errors import ApiError
 from api.services import services
 from genq.broker import PublishError
 from genq.serialize import iso
-from genq.store.schema_events import WebhookAttempt, WebhookDelivery
+from genq.store.schema import WebhookAttempt, WebhookDelivery
 from genq.webhooks.outbox import RedeliverRefused
 
 bp = Blueprint("deliveries", __name__, url_prefix="/v1/jobs")

@@ -20,8 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.store.job_events import is_final_status, read_events_of_jobs
-from genq.store.schema import Job
-from genq.store.schema_events import JobEvent
+from genq.store.schema import Job, JobEvent
 
 log = logging.getLogger(__name__)
 

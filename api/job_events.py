@@ -30,7 +30,7 @@ from api.services import services
 from api.stream_limits import RETRY_AFTER_S, TooManyStreams, client_key
 from genq.serialize import job_to_dict
 from genq.store.job_events import event_data, is_restart
-from genq.store.schema_events import JobEvent
+from genq.store.schema import JobEvent
 
 bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
 

@@ -22,8 +22,7 @@ from genq.lifecycle import (
     TTL_MAX_SECONDS,
 )
 from genq.store.batches import COUNTED_STATUSES
-from genq.store.schema import JobStatus
-from genq.store.schema_events import DELIVERY_STATUSES
+from genq.store.schema import DELIVERY_STATUSES, JobStatus
 from genq.webhooks.deliver import Outcome
 from genq.webhooks.events import EVENTS, FILTER_FIELD
 from genq.webhooks.urls import MAX_URL_LENGTH

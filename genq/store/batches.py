@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_canonical_id
 from genq.store.job_events import LIVE_STATUSES, status_event
-from genq.store.schema import Job, utcnow
-from genq.store.schema_events import Batch
+from genq.store.schema import Batch, Job, utcnow
 
 # Every status a count is reported for (a batch object always shows them all, zeros included).
 COUNTED_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")

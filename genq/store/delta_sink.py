@@ -25,8 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
-from genq.store.schema import Job, JobStatus, utcnow
-from genq.store.schema_events import JobEvent
+from genq.store.schema import Job, JobEvent, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from typing import Any, Mapping
 from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
-from genq.store.schema import Job
-from genq.store.schema_events import JobEvent
+from genq.store.schema import Job, JobEvent
 
 # Statuses a job can still leave. Every other status is final (succeeded, failed, canceled, and any a later
 # migration adds, such as expired), so the stream of a job ends at it.

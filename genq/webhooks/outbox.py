@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_canonical_id
 from genq.serialize import job_to_dict
-from genq.store.schema import Job, utcnow
-from genq.store.schema_events import WebhookAttempt, WebhookDelivery
+from genq.store.schema import Job, WebhookAttempt, WebhookDelivery, utcnow
 from genq.webhooks import Attempt, events_for_status, message_id
 from genq.webhooks.events import DEFAULT_EVENTS_FILTER
 

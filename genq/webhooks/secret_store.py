@@ -13,8 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.store.schema import utcnow
-from genq.store.schema_events import WebhookSecret
+from genq.store.schema import WebhookSecret, utcnow
 from genq.webhooks import generate_secret
 
 DEFAULT_GRACE_S = 24 * 3600

@@ -19,8 +19,7 @@ from api import create_app
 from genq.settings import Settings
 from genq.store.db import make_engine, make_session_factory
 from genq.store.jobs import JobStore
-from genq.store.schema import utcnow
-from genq.store.schema_events import WebhookDelivery
+from genq.store.schema import WebhookDelivery, utcnow
 
 pytestmark = pytest.mark.slow
 

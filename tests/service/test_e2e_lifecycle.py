@@ -26,7 +26,7 @@ from api import create_app
 from api.services import EXTENSION_KEY
 from genq.settings import Settings
 from genq.store import migrate
-from genq.store.schema_events import JobEvent
+from genq.store.schema import JobEvent
 
 pytestmark = pytest.mark.slow
 

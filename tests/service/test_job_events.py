@@ -11,7 +11,7 @@ from sqlalchemy import select
 from genq.store.db import make_engine, make_session_factory
 from genq.store.delta_sink import DeltaSink
 from genq.store.jobs import JobStore
-from genq.store.schema_events import JobEvent
+from genq.store.schema import JobEvent
 from models.engine.types import EngineEvent
 
 

@@ -16,8 +16,7 @@ from webhooks.receiver import Receiver, Reply
 
 from api import create_app
 from genq.settings import Settings
-from genq.store.schema import utcnow
-from genq.store.schema_events import WebhookDelivery
+from genq.store.schema import WebhookDelivery, utcnow
 from genq.webhooks.delivery_runner import DeliveryContext, run_delivery
 
 PROMPT = {"prompt": "Hello", "params": {"max_new_tokens": 4}}
