@@ -13,8 +13,9 @@ from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
 from genq.broker import PublishError
+from genq.ids import new_id
 from genq.serialize import iso, job_to_dict
-from genq.store.batches import BatchStore, BatchView, new_batch_id
+from genq.store.batches import BatchStore, BatchView
 from genq.store.jobs import JobStore
 from genq.submit import QUEUE_UNAVAILABLE
 
@@ -32,7 +33,7 @@ def create_batch() -> Response:
         raw, svc.catalog, max_lines=svc.settings.batch_max_lines,
         max_metadata_bytes=svc.settings.max_metadata_bytes, webhook_allow=svc.settings.webhook_allow,
     )
-    batch_id = new_batch_id()
+    batch_id = new_id()
     jobs = [
         JobStore.build(
             model=b.job.model, input=b.job.input, params=b.job.params, metadata=b.job.metadata,

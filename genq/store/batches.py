@@ -5,7 +5,6 @@ from its jobs (`jobs.batch_id`), so no worker has to update a batch and a count 
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.ids import is_canonical_id
+from genq.ids import is_id
 from genq.store.job_events import LIVE_STATUSES, status_event
 from genq.store.schema import Batch, Job, utcnow
 
@@ -30,10 +29,6 @@ class BatchView:
     @property
     def status(self) -> str:
         return "completed" if self.completed_at is not None or self.counts["total"] == 0 else "in_progress"
-
-
-def new_batch_id() -> str:
-    return str(uuid.uuid4())
 
 
 class BatchStore:
@@ -55,7 +50,7 @@ class BatchStore:
 
     def view(self, batch_id: str) -> BatchView | None:
         """The batch with its counts by status, or None (a malformed id is simply not found)."""
-        if not is_canonical_id(batch_id):
+        if not is_id(batch_id):
             return None
         with self._sessions() as session:
             batch = session.get(Batch, batch_id)

@@ -21,7 +21,8 @@ from typing import Any, Callable
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from genq.store.jobs import JobStore, new_job_id
+from genq.ids import new_id
+from genq.store.jobs import JobStore
 from genq.store.schema import IdempotencyKey, Job, utcnow
 from genq.submit import QueueUnavailable
 
@@ -77,7 +78,7 @@ def submit_once(
             if row.request_hash != body_hash:
                 raise IdempotencyKeyReused(key, row.job_id)
             return job, False
-        job_id = new_job_id()
+        job_id = new_id()
         try:
             job = submit(job_id, [IdempotencyKey(key=key, job_id=job_id, request_hash=body_hash, created_at=now)])
         except IntegrityError:

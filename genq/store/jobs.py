@@ -18,7 +18,6 @@ the change fires (genq.store.transition_effects), so neither is lost if the proc
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.ids import is_id, new_id
 from genq.lifecycle import Schedule
 from genq.store.job_events import status_event
 from genq.store.schema import Base, Job, JobStatus, utcnow
@@ -41,18 +41,6 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 ERROR_MESSAGE_LIMIT = 4000  # characters kept of an error message (tracebacks are logged, not stored)
-
-
-def new_job_id() -> str:
-    return str(uuid.uuid4())
-
-
-def is_job_id(value: str) -> bool:
-    """Whether `value` is a job id as this service makes them (canonical lowercase uuid)."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, TypeError, AttributeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -113,7 +101,7 @@ class JobStore:
         now = utcnow()
         schedule = schedule or Schedule()
         return Job(
-            id=job_id or new_job_id(),
+            id=job_id or new_id(),
             status=JobStatus.QUEUED.value,
             model=model,
             input=dict(input),
@@ -137,14 +125,14 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if there is none (a malformed id is simply not found)."""
-        if not is_job_id(job_id):
+        if not is_id(job_id):
             return None
         with self._sessions() as session:
             return session.get(Job, job_id)
 
     def get_many(self, job_ids: Iterable[str]) -> list[Job]:
         """The jobs that exist among `job_ids`, in the order asked."""
-        ids = [i for i in dict.fromkeys(job_ids) if is_job_id(i)]
+        ids = [i for i in dict.fromkeys(job_ids) if is_id(i)]
         if not ids:
             return []
         with self._sessions() as session:
@@ -166,7 +154,7 @@ class JobStore:
         self, job_id: str, to: JobStatus, where: list[ColumnElement[bool]], values: dict[str, Any]
     ) -> int | None:
         """The one compare-and-set UPDATE; returns the row's `attempts` after it, or None if nothing changed."""
-        if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+        if not is_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
             return None
         allowed = [s.value for s in ALLOWED_FROM[to]]
         now = utcnow()

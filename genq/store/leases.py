@@ -15,8 +15,9 @@ from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 
+from genq.ids import is_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
-from genq.store.jobs import JobStore, declared_lost, is_job_id
+from genq.store.jobs import JobStore, declared_lost
 from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
@@ -41,7 +42,7 @@ class HeldState:
 def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | None]:
     """Cancel a job: a queued one at once; a running one by recording the request for its worker to act on
     (or at once, if its worker is lost). Idempotent. Returns the outcome and the job as it is now."""
-    if not is_job_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
+    if not is_id(job_id):  # names no job (and PostgreSQL refuses some such strings, e.g. with NUL)
         return CancelOutcome.NOT_FOUND, None
     now = utcnow()
     if store.cancel(job_id, where=[Job.status == JobStatus.QUEUED.value]):

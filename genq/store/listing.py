@@ -21,7 +21,8 @@ from typing import Any, Iterable
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
-from genq.store.jobs import JobStore, is_job_id
+from genq.ids import is_id
+from genq.store.jobs import JobStore
 from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
@@ -63,7 +64,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-        if not is_job_id(job_id) or when.tzinfo is None:
+        if not is_id(job_id) or when.tzinfo is None:
             raise ValueError("not a job id and a zoned time")
         return when.astimezone(timezone.utc), job_id
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):

@@ -7,14 +7,13 @@ messages (a sweep republishing, a broker redelivering) never send a message twic
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.ids import is_canonical_id
+from genq.ids import is_id, new_id
 from genq.serialize import job_to_dict
 from genq.store.schema import Job, WebhookAttempt, WebhookDelivery, utcnow
 from genq.webhooks import Attempt, events_for_status, message_id
@@ -45,7 +44,7 @@ def create_deliveries(session: Session, job: Job) -> list[str]:
     ids = []
     for event in events:
         delivery = WebhookDelivery(
-            id=str(uuid.uuid4()), job_id=job.id, event=event, webhook_id=message_id(job.id, event), url=job.webhook,
+            id=new_id(), job_id=job.id, event=event, webhook_id=message_id(job.id, event), url=job.webhook,
             payload=payload, status=PENDING, attempt_count=0, next_attempt_at=now, dispatched_at=now,
             created_at=now, updated_at=now,
         )
@@ -75,7 +74,7 @@ class DeliveryStore:
         self._sessions = sessions
 
     def get(self, delivery_id: str) -> WebhookDelivery | None:
-        if not is_canonical_id(delivery_id):
+        if not is_id(delivery_id):
             return None
         with self._sessions() as session:
             return session.get(WebhookDelivery, delivery_id)
@@ -148,7 +147,7 @@ class DeliveryStore:
 
         Raises KeyError if the job has no such delivery, RedeliverRefused while that message is still pending.
         """
-        if not is_canonical_id(delivery_id):
+        if not is_id(delivery_id):
             raise KeyError(delivery_id)
         now = utcnow()
         with self._sessions.begin() as session:
@@ -162,7 +161,7 @@ class DeliveryStore:
             if pending:
                 raise RedeliverRefused("delivery_pending", "this message is still being delivered; wait for it")
             copy = WebhookDelivery(
-                id=str(uuid.uuid4()), job_id=job_id, event=original.event, webhook_id=original.webhook_id,
+                id=new_id(), job_id=job_id, event=original.event, webhook_id=original.webhook_id,
                 url=original.url, payload=original.payload, status=PENDING, attempt_count=0, next_attempt_at=now,
                 dispatched_at=now, redelivery_of=original.id, created_at=now, updated_at=now,
             )

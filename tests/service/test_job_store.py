@@ -6,8 +6,9 @@ from datetime import timezone
 
 import pytest
 
+from genq.ids import new_id
 from genq.store.db import make_engine, make_session_factory
-from genq.store.jobs import JobStore, new_job_id
+from genq.store.jobs import JobStore
 from genq.store.schema import JobStatus
 
 PARAMS = {"max_new_tokens": 8}
@@ -27,14 +28,14 @@ def test_created_job_is_queued_with_utc_timestamps(store: JobStore) -> None:
 
 
 def test_unknown_and_malformed_ids_are_not_found(store: JobStore) -> None:
-    assert store.get(new_job_id()) is None
+    assert store.get(new_id()) is None
     assert store.get("not-a-uuid") is None
     assert store.get("'; DROP TABLE jobs; --") is None
 
 
 def test_get_many_returns_existing_jobs_in_the_order_asked(store: JobStore) -> None:
     a, b = _job(store), _job(store)
-    assert [j.id for j in store.get_many([b.id, new_job_id(), a.id, "junk"])] == [b.id, a.id]
+    assert [j.id for j in store.get_many([b.id, new_id(), a.id, "junk"])] == [b.id, a.id]
 
 
 def test_claim_moves_queued_to_running_once_and_counts_the_attempt(store: JobStore) -> None:
@@ -88,8 +89,8 @@ def test_a_queued_job_can_fail_before_it_ever_runs(store: JobStore) -> None:
 
 
 def test_transitions_on_a_missing_job_report_false(store: JobStore) -> None:
-    assert store.claim(new_job_id(), "w") is None
-    assert store.fail(new_job_id(), "x", "y") is False
+    assert store.claim(new_id(), "w") is None
+    assert store.fail(new_id(), "x", "y") is False
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
