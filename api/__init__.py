@@ -25,12 +25,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         batches,
         deliveries,
         health,
-        job_events as events,
         job_lifecycle,
         jobs,
-        models as catalog,
         openapi,
         webhooks,
+    )
+    from api import (
+        job_events as events,
+    )
+    from api import (
+        models as catalog,
     )
 
     settings = settings or Settings.from_env()

@@ -19,7 +19,8 @@ from typing import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from genq.store.job_events import is_final_status, read_events_of_jobs
+from genq.status import JobStatus
+from genq.store.job_events import read_events_of_jobs
 from genq.store.schema import Job, JobEvent
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class EventHub:
                 new = [e for e in events.get(sub.job_id, ()) if e.seq > after]
                 last = new[-1].seq if new else after
                 state = states.get(sub.job_id)
-                ended = state is None or (is_final_status(state[0]) and last >= state[1])
+                ended = state is None or (state[0] in JobStatus.TERMINAL and last >= state[1])
                 outcome.append((sub, new, last, ended))
             final_ids = {sub.job_id for sub, _, _, ended in outcome if ended and sub.job_id in states}
             jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(final_ids)))} if final_ids else {}

@@ -10,6 +10,8 @@ from api.presenting import job_json
 from api.services import services
 from genq.store.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
+)
+from genq.store.idempotency import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     request_hash,

@@ -15,8 +15,8 @@ from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
 from api.parsing import check_storable_text
+from genq.status import JobStatus
 from genq.store.listing import JobFilter
-from genq.store.schema import JobStatus
 from models.echo import short
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100

@@ -21,8 +21,9 @@ from genq.lifecycle import (
     PRIORITY_MIN,
     TTL_MAX_SECONDS,
 )
+from genq.status import JobStatus
 from genq.store.batches import COUNTED_STATUSES
-from genq.store.schema import DELIVERY_STATUSES, JobStatus
+from genq.store.schema import DELIVERY_STATUSES
 from genq.webhooks.deliver import Outcome
 from genq.webhooks.events import EVENTS, FILTER_FIELD
 from genq.webhooks.urls import MAX_URL_LENGTH

@@ -10,12 +10,12 @@ import re
 import time
 
 from api.errors import ApiError
+from genq.status import JobStatus
 from genq.store.jobs import JobStore
-from genq.store.schema import TERMINAL_STATUSES, Job
+from genq.store.schema import Job
 
 MAX_WAIT_S = 60
 _FIRST_POLL_S, _MAX_POLL_S = 0.05, 0.5
-_TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 _WAIT_RE = re.compile(r"^\s*wait\s*=\s*(.*?)\s*$", re.IGNORECASE)
 
 
@@ -40,7 +40,7 @@ def wait_until_finished(store: JobStore, job: Job, seconds: float) -> Job:
     """The job once finished, or as it is after `seconds` (polling, backing off from 50 ms to 0.5 s)."""
     deadline = time.monotonic() + seconds
     pause = _FIRST_POLL_S
-    while job.status not in _TERMINAL:
+    while job.status not in JobStatus.TERMINAL:
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -51,4 +51,4 @@ def wait_until_finished(store: JobStore, job: Job, seconds: float) -> Job:
 
 
 def is_finished(job: Job) -> bool:
-    return job.status in _TERMINAL
+    return job.status in JobStatus.TERMINAL

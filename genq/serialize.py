@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from genq.store.schema import Job, JobStatus
+from genq.status import JobStatus
+from genq.store.schema import Job
 
 if TYPE_CHECKING:  # genq.store.listing imports the job store, which imports this module (webhook payloads)
     from genq.store.listing import QueueInfo

@@ -28,13 +28,14 @@ from sqlalchemy import or_, select, update
 
 from genq.broker import Publisher, PublishError
 from genq.lifecycle import republish_due
+from genq.status import JobStatus
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
 from genq.store.idempotency import delete_expired_keys
 from genq.store.jobs import JobStore
 from genq.store.leases import settle_lost
 from genq.store.lost_leases import LostLeases
-from genq.store.schema import Job, JobStatus, utcnow
+from genq.store.schema import Job, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,15 @@ from torch import nn
 
 from models.batch import BatchPlan, KVCache
 from models.config import ModelConfig
-from models.invariant_ops import (DECODE_KEY_BLOCK, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE, RowTiling, attend,
-                                  key_span, project)
+from models.invariant_ops import (
+    DECODE_KEY_BLOCK,
+    PREFILL_KEY_BLOCK,
+    PREFILL_QUERY_TILE,
+    RowTiling,
+    attend,
+    key_span,
+    project,
+)
 from models.rope import RotaryEmbedding
 
 # Decode attention views the slice of slots min..max in place (no gather) while that slice holds at most

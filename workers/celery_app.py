@@ -13,7 +13,8 @@ from celery.signals import worker_ready, worker_shutdown
 from genq.broker import make_celery
 from genq.readiness import write_readiness
 from genq.settings import Settings
-from workers import job_tasks as tasks, webhook_tasks
+from workers import job_tasks as tasks
+from workers import webhook_tasks
 from workers.context import shutdown_contexts, worker_context
 
 log = logging.getLogger(__name__)

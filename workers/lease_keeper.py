@@ -21,11 +21,11 @@ import threading
 import time
 from typing import Any
 
+from genq.status import JobStatus
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
 from genq.store.jobs import Claim, JobStore
 from genq.store.leases import held_states, renew_leases
-from genq.store.schema import JobStatus
 
 log = logging.getLogger(__name__)
 

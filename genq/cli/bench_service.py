@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from genq.status import JobStatus
 from models.engine.bench import line_params, read_workload  # torch-free: the workload format lives there
 
 POLL_S = 0.2
@@ -83,7 +84,7 @@ def _finish(session: requests.Session, url: str, job_id: str, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = session.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
-        if job["status"] not in ("queued", "running"):
+        if job["status"] not in JobStatus.LIVE:
             if job["status"] != "succeeded":
                 raise RuntimeError(f"warm-up job ended {job['status']}: {job.get('error')}")
             return job

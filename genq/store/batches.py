@@ -13,11 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_id
-from genq.store.job_events import LIVE_STATUSES, status_event
+from genq.status import JobStatus
+from genq.store.job_events import status_event
 from genq.store.schema import Batch, Job, utcnow
 
 # Every status a count is reported for (a batch object always shows them all, zeros included).
-COUNTED_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")
+COUNTED_STATUSES = tuple(s.value for s in JobStatus)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class BatchStore:
         for status, n, completed in rows:
             counts[status] = counts.get(status, 0) + n
             counts["total"] += n
-            if status in LIVE_STATUSES:
+            if status in JobStatus.LIVE:
                 live += n
             elif completed is not None and (last is None or completed > last):
                 last = completed

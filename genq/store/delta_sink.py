@@ -23,9 +23,10 @@ from typing import Any, Callable
 from sqlalchemy import and_, insert, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genq.status import JobStatus
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
-from genq.store.schema import Job, JobEvent, JobStatus, utcnow
+from genq.store.schema import Job, JobEvent, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,6 @@ from sqlalchemy.orm import Session
 
 from genq.store.schema import Job, JobEvent
 
-# Statuses a job can still leave. Every other status is final (succeeded, failed, canceled, and any a later
-# migration adds, such as expired), so the stream of a job ends at it.
-LIVE_STATUSES = frozenset({"queued", "running"})
-
-
-def is_final_status(status: str) -> bool:
-    """Whether a job in `status` will change no more."""
-    return status not in LIVE_STATUSES
-
 
 def status_event(job: Job) -> JobEvent:
     """The log entry for the status `job` has just entered; `job.event_seq` must already count it."""

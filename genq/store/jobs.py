@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_id, new_id
 from genq.lifecycle import Schedule
+from genq.status import JobStatus
 from genq.store.job_events import status_event
-from genq.store.schema import Base, Job, JobStatus, utcnow
+from genq.store.schema import Base, Job, utcnow
 from genq.store.transition_effects import record_transition
 
 # For each target status, the statuses it may be entered from.
@@ -36,7 +37,7 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),  # running only with an expired lease
     JobStatus.SUCCEEDED: frozenset({JobStatus.RUNNING}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
-    JobStatus.CANCELED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.CANCELED: JobStatus.CANCELABLE,
     JobStatus.EXPIRED: frozenset({JobStatus.QUEUED}),
 }
 
@@ -159,7 +160,7 @@ class JobStore:
         allowed = [s.value for s in ALLOWED_FROM[to]]
         now = utcnow()
         values = {"status": to.value, "updated_at": now, "event_seq": Job.event_seq + 1, **values}
-        if to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED):
+        if to in JobStatus.TERMINAL:
             values.setdefault("completed_at", now)
         if to is not JobStatus.RUNNING:
             values.setdefault("lease_expires_at", None)  # a finished job is held by no one

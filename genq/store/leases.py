@@ -17,10 +17,9 @@ from sqlalchemy import bindparam, select, update
 
 from genq.ids import is_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
+from genq.status import JobStatus
 from genq.store.jobs import JobStore, declared_lost
-from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
-
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
+from genq.store.schema import Job, utcnow
 
 
 class CancelOutcome(str, enum.Enum):
@@ -61,7 +60,7 @@ def request_cancel(store: JobStore, job_id: str) -> tuple[CancelOutcome, Job | N
         return CancelOutcome.NOT_FOUND, None
     if job.status == JobStatus.CANCELED.value:
         return CancelOutcome.CANCELED, job
-    if job.status in TERMINAL_VALUES:
+    if job.status in JobStatus.TERMINAL:
         return CancelOutcome.FINISHED, job
     return CancelOutcome.REQUESTED, job  # running (nothing moves a job back to queued)
 

@@ -22,12 +22,12 @@ from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, se
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
+from genq.status import JobStatus
 from genq.store.jobs import JobStore
-from genq.store.schema import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from genq.store.schema import Job, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100
-_TERMINAL = [s.value for s in TERMINAL_STATUSES]
 
 
 class CursorError(ValueError):
@@ -110,7 +110,7 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
         ).all())
         finished = dict(session.execute(
             select(Job.model, func.count()).where(
-                Job.model.in_(models), Job.status.in_(_TERMINAL), Job.started_at.is_not(None),
+                Job.model.in_(models), Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
                 Job.completed_at >= now - WAIT_WINDOW,
             ).group_by(Job.model)
         ).all())

@@ -11,7 +11,6 @@ columns; nothing here assumes a job has only these.
 """
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,17 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-
-class JobStatus(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"  # its queue time-to-live ran out before any worker started it
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED})
+from genq.status import JobStatus
 
 
 def utcnow() -> datetime:
@@ -105,9 +94,7 @@ class Job(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last time its message was sent
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'expired')", name="ck_jobs_status"
-        ),
+        CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in JobStatus)})", name="ck_jobs_status"),
         CheckConstraint(
             "finish_reason IS NULL OR finish_reason IN ('eos', 'length', 'stop', 'canceled')",
             name="ck_jobs_finish_reason",

@@ -4,7 +4,7 @@ The service stores jobs' webhook settings and every `Attempt`; these modules dec
 """
 from genq.webhooks.deliver import Attempt, deliver
 from genq.webhooks.errors import WebhookValidationError
-from genq.webhooks.events import events_for_status, event_body, message_id, validate_events_filter
+from genq.webhooks.events import event_body, events_for_status, message_id, validate_events_filter
 from genq.webhooks.retry import RetryPolicy
 from genq.webhooks.signing import generate_secret, parse_secret, sign, signed_headers
 from genq.webhooks.urls import AllowList, WebhookURLError, validate_webhook_url

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from genq.status import JobStatus
 from genq.webhooks.errors import WebhookValidationError
 
 FILTER_FIELD = "webhook_events_filter"
@@ -22,10 +23,9 @@ JOB_COMPLETED = "job.completed"
 EVENTS: dict[str, str] = {"started": JOB_STARTED, "completed": JOB_COMPLETED}
 DEFAULT_EVENTS_FILTER: tuple[str, ...] = ("completed",)
 
-# The job state machine's statuses that fire events (see the README): `running` starts a job,
-# these end it.
-STARTED_STATUS = "running"
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
+# The job state machine's statuses that fire events (see the README): `running` starts a job, a terminal
+# status (JobStatus.TERMINAL) ends it.
+STARTED_STATUS = JobStatus.RUNNING
 
 
 def validate_events_filter(value: Any) -> tuple[str, ...]:
@@ -49,7 +49,7 @@ def events_for_status(new_status: str, events_filter: tuple[str, ...]) -> tuple[
     transition). `events_filter` is the validated filter stored on the job."""
     if new_status == STARTED_STATUS and "started" in events_filter:
         return (JOB_STARTED,)
-    if new_status in TERMINAL_STATUSES and "completed" in events_filter:
+    if new_status in JobStatus.TERMINAL and "completed" in events_filter:
         return (JOB_COMPLETED,)
     return ()
 

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from models.batch import KVCache
-from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
+from models.dtypes import CHOICES as DTYPE_CHOICES
+from models.dtypes import DTYPES, resolve_dtype
 from models.echo import clip
 from models.engine.admission import check_request, encode_request
 from models.engine.memory import default_kv_budget, release_freed_heap

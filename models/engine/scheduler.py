@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from models.engine.sequence import Sequence, SeqStatus
+from models.engine.sequence import SeqStatus, Sequence
 from models.engine.slots import SlotManager
 
 

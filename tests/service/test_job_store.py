@@ -7,9 +7,9 @@ from datetime import timezone
 import pytest
 
 from genq.ids import new_id
+from genq.status import JobStatus
 from genq.store.db import make_engine, make_session_factory
 from genq.store.jobs import JobStore
-from genq.store.schema import JobStatus
 
 PARAMS = {"max_new_tokens": 8}
 
