@@ -23,6 +23,7 @@ class PublishError(RuntimeError):
 
 
 def queue_name(model: str) -> str:
+    """The broker queue the jobs of model `model` are published on (and its workers consume)."""
     return f"genq.model.{model}"
 
 

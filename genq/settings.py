@@ -77,11 +77,6 @@ class ModelSpec:
     kind: str  # "gguf" | "hf"
     quantization: str | None = None  # passed to the engine's loader (e.g. "int8"); None: as stored
 
-    @property
-    def queue(self) -> str:
-        """The broker queue this model's jobs are published on."""
-        return f"genq.model.{self.name}"
-
 
 @dataclass(frozen=True)
 class Settings:

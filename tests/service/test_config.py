@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from genq.broker import queue_name
 from genq.settings import ConfigError, Settings
 from genq.store.db import normalize_url
 
@@ -15,7 +16,7 @@ def test_defaults_are_the_embedded_service() -> None:
     assert s.broker_url == "filesystem://./var/broker"
     assert s.default_model == "smollm2-135m-instruct"
     assert s.models["smollm2-135m-instruct"].kind == "gguf"
-    assert s.models["smollm2-135m-instruct"].queue == "genq.model.smollm2-135m-instruct"
+    assert queue_name(s.models["smollm2-135m-instruct"].name) == "genq.model.smollm2-135m-instruct"
     assert (s.host, s.port, s.batch_size) == ("127.0.0.1", 8000, 64)
     assert (s.lease_seconds, s.sweep_interval, s.republish_after) == (30, 15, 60)
     assert (s.events_max_streams, s.events_max_streams_per_client, s.events_max_seconds) == (1000, 20, 600)
