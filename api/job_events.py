@@ -28,8 +28,8 @@ from api.errors import ApiError, error_response
 from api.event_hub import Subscription
 from api.services import services
 from api.stream_limits import RETRY_AFTER_S, TooManyStreams, client_key
-from genq.serialize import job_to_dict
-from genq.store.job_events import event_data, is_restart
+from genq.serialize import iso, job_to_dict
+from genq.store.job_events import is_restart
 from genq.store.schema import JobEvent
 
 bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
@@ -92,6 +92,11 @@ def _stream(sub: Subscription, after: int, keepalive_s: float, max_s: float) -> 
 
 def _kind(event: JobEvent) -> str:
     return "restart" if is_restart(event) else event.kind
+
+
+def event_data(event: JobEvent) -> dict[str, Any]:
+    """What a client is sent for one event (the stored data, plus when it happened)."""
+    return {**event.data, "at": iso(event.created_at)}
 
 
 def _frame(event_id: int, kind: str, data: Any) -> str:

@@ -46,9 +46,3 @@ def read_events_of_jobs(session: Session, after: Mapping[str, int], limit: int =
     events = session.scalars(select(JobEvent).from_statement(stmt))
     return sorted(events, key=lambda e: (e.job_id, e.seq))  # a UNION promises no order
 
-
-def event_data(event: JobEvent) -> dict[str, Any]:
-    """What a client is sent for one event (the stored data, plus when it happened)."""
-    from genq.serialize import iso
-
-    return {**event.data, "at": iso(event.created_at)}

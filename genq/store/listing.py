@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, se
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
+from genq.serialize import QueueInfo
 from genq.status import JobStatus
 from genq.store.jobs import JobStore
 from genq.store.schema import Job, utcnow
@@ -43,12 +44,6 @@ class JobFilter:
     created_after: datetime | None = None  # strictly after
     created_before: datetime | None = None  # strictly before
     metadata: tuple[tuple[str, str], ...] = field(default=())  # metadata[key] is this string, for each pair
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    position: int  # queued jobs of the same model ahead of this one
-    estimated_wait_seconds: float | None
 
 
 def encode_cursor(job: Job) -> str:
