@@ -5,23 +5,16 @@ Every line is checked before anything is created. An error names its line: the m
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from api.errors import ApiError
 from api.json_depth import TooDeep
-from api.parsing import NewJob, check_storable_text, loads, parse_new_job
+from api.parsing import check_storable_text, loads, parse_new_job
 from genq.catalog import Catalog
+from genq.submit import BatchLine
 from genq.webhooks import AllowList
 
 CUSTOM_ID_MAX = 255
-
-
-@dataclass(frozen=True)
-class BatchLine:
-    line: int  # 1-based line number in the file
-    custom_id: str
-    job: NewJob
 
 
 def parse_batch(

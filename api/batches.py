@@ -12,12 +12,9 @@ from api.errors import ApiError, unavailable_response
 from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
-from genq.broker import PublishError
-from genq.ids import new_id
 from genq.serialize import iso, job_to_dict
 from genq.store.batches import BatchStore, BatchView
-from genq.store.jobs import JobStore
-from genq.submit import QUEUE_UNAVAILABLE
+from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_batch
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -33,27 +30,11 @@ def create_batch() -> Response:
         raw, svc.catalog, max_lines=svc.settings.batch_max_lines,
         max_metadata_bytes=svc.settings.max_metadata_bytes, webhook_allow=svc.settings.webhook_allow,
     )
-    batch_id = new_id()
-    jobs = [
-        JobStore.build(
-            model=b.job.model, input=b.job.input, params=b.job.params, metadata=b.job.metadata,
-            webhook=b.job.webhook, webhook_events_filter=b.job.webhook_events_filter, schedule=b.job.schedule,
-            batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line,
-        )
-        for b in lines
-    ]
-    batches = BatchStore(svc.sessions)
-    batches.create(batch_id, jobs, metadata)
-    # Committed first, published second, as for one job: a worker never gets an id it cannot read.
-    for i, job in enumerate(jobs):
-        try:
-            svc.publisher.publish(job.id, job.model, job.priority)
-        except PublishError as e:
-            for unsent in jobs[i:]:
-                svc.store.fail(unsent.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
-            return unavailable_response(QUEUE_UNAVAILABLE, f"batch {batch_id}: {len(jobs) - i} of {len(jobs)} "
-                                        f"jobs could not be queued ({e}); they were marked failed")
-    response = jsonify(batch_to_dict(batches.view(batch_id)))  # type: ignore[arg-type]
+    try:
+        batch_id = submit_batch(svc.store, svc.publisher, lines, metadata)
+    except QueueUnavailable as e:
+        return unavailable_response(QUEUE_UNAVAILABLE, str(e))
+    response = jsonify(batch_to_dict(_view(batch_id)))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch_id)
     return response

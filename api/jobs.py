@@ -15,10 +15,9 @@ from genq.store.idempotency import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     request_hash,
-    submit_once,
     validate_key,
 )
-from genq.submit import QueueUnavailable, submit_job
+from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -30,29 +29,20 @@ def create_job() -> Response:
     new = parse_new_job(body, svc.catalog, svc.settings.max_metadata_bytes, svc.settings.webhook_allow)
     wait_s = wait_preference(request.headers.get("Prefer"))
     key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None:
+        try:
+            key = validate_key(key)
+        except IdempotencyKeyInvalid as e:
+            raise ApiError(422, "invalid_value", str(e), IDEMPOTENCY_HEADER) from None
 
-    def submit(job_id: str | None = None, also: list | None = None):  # type: ignore[no-untyped-def]
-        return submit_job(
-            svc.store, svc.publisher, model=new.model, input=new.input, params=new.params, metadata=new.metadata,
-            webhook=new.webhook, webhook_events_filter=new.webhook_events_filter,
-            schedule=new.schedule, job_id=job_id, also=also or (),
-        )
-
-    replayed = False
     try:
-        if key is None:
-            job = submit()
-        else:
-            try:
-                key = validate_key(key)
-            except IdempotencyKeyInvalid as e:
-                raise ApiError(422, "invalid_value", str(e), IDEMPOTENCY_HEADER) from None
-            job, created = submit_once(svc.store, key, request_hash(body), submit)
-            replayed = not created
+        job, created = submit_job(svc.store, svc.publisher, new, idempotency_key=key,
+                                  body_hash=request_hash(body) if key is not None else "")
     except QueueUnavailable as e:
-        return unavailable_response("queue_unavailable", str(e))
+        return unavailable_response(QUEUE_UNAVAILABLE, str(e))
     except IdempotencyKeyReused as e:
         raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
+    replayed = not created
 
     if wait_s is not None:
         job = wait_until_finished(svc.store, job, wait_s)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
@@ -13,6 +12,7 @@ from api.json_depth import TooDeep, check_depth
 from api.webhook_fields import parse_webhook
 from genq.catalog import Catalog, ServedModel
 from genq.lifecycle import SCHEDULE_FIELDS, Schedule, ScheduleError
+from genq.submit import NewJob
 from genq.webhooks import AllowList
 from models.echo import short
 from models.params import ContextOverflow, GenerationParams, ParamError
@@ -24,17 +24,6 @@ JOB_FIELDS = (
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MAX_MESSAGES = 1024
 MAX_FIELD_NAME = 64  # an unknown field's name longer than this is quoted short in the error
-
-
-@dataclass(frozen=True)
-class NewJob:
-    model: str
-    input: dict[str, Any]  # {"prompt": str} or {"messages": [{"role", "content"}, ...]}
-    params: dict[str, Any]  # resolved GenerationParams.to_dict()
-    metadata: dict[str, Any] | None
-    webhook: str | None = None
-    webhook_events_filter: list[str] | None = None
-    schedule: Schedule = Schedule()  # priority, ttl_seconds, deadline_seconds, max_attempts
 
 
 def json_body(request: Request) -> Any:

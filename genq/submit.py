@@ -1,52 +1,142 @@
-"""Submitting a job: record it, then publish its id. The one place the API's write path lives."""
+"""The one write path of jobs: record them, then publish their ids. One job or a batch, with or without an
+`Idempotency-Key`, every submission goes through `submit_job` or `submit_batch`.
+
+Jobs are committed before their messages exist, so a worker never receives an id it cannot read. If the
+broker refuses a message, the jobs it did not take are marked `failed` with code `queue_unavailable` rather
+than left queued with no message (a client polling them sees why), and QueueUnavailable is raised. A message
+lost later (e.g. in a broker flush) is re-published by the sweeper (genq/sweeper.py).
+
+With an idempotency key (genq.store.idempotency), the key's row is inserted in the job's transaction: the
+same key and body return the job already made, and a job that could not be queued releases its key, so the
+client's retry can succeed.
+"""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy.exc import IntegrityError
 
 from genq.broker import Publisher, PublishError
+from genq.ids import new_id
 from genq.lifecycle import Schedule
+from genq.store import idempotency
+from genq.store.batches import BatchStore
+from genq.store.idempotency import IdempotencyKeyReused
 from genq.store.jobs import JobStore
-from genq.store.schema import Base, Job
+from genq.store.schema import Job, utcnow
 
 QUEUE_UNAVAILABLE = "queue_unavailable"
+_INSERT_TRIES = 3
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as a client asked for it, validated (api.parsing makes it from a `POST /v1/jobs` body)."""
+
+    model: str
+    input: dict[str, Any]  # {"prompt": str} or {"messages": [{"role", "content"}, ...]}
+    params: dict[str, Any]  # resolved GenerationParams.to_dict()
+    metadata: dict[str, Any] | None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    schedule: Schedule = field(default_factory=Schedule)  # priority, ttl_seconds, deadline_seconds, max_attempts
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One request of a batch file: its line number (1-based), its `custom_id` and the job it asks for."""
+
+    line: int
+    custom_id: str
+    job: NewJob
 
 
 class QueueUnavailable(RuntimeError):
-    """The job was recorded but the broker refused it; the job has been marked failed."""
+    """Jobs were recorded but the broker refused them; those not queued (`job_ids`) have been marked failed."""
 
-    def __init__(self, job_id: str, reason: str):
-        super().__init__(f"job {job_id} could not be queued ({reason}); it was marked failed")
-        self.job_id = job_id
+    def __init__(self, job_ids: list[str], total: int, reason: str, batch_id: str | None = None):
+        if batch_id is None:
+            message = f"job {job_ids[0]} could not be queued ({reason}); it was marked failed"
+        else:
+            message = (f"batch {batch_id}: {len(job_ids)} of {total} jobs could not be queued ({reason}); "
+                       "they were marked failed")
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.batch_id = batch_id
 
 
 def submit_job(
     store: JobStore,
     publisher: Publisher,
+    new: NewJob,
     *,
-    model: str,
-    input: Mapping[str, Any],
-    params: Mapping[str, Any],
-    metadata: Mapping[str, Any] | None,
-    webhook: str | None = None,
-    webhook_events_filter: Sequence[str] | None = None,
-    schedule: Schedule | None = None,
-    job_id: str | None = None,
-    also: Iterable[Base] = (),
-) -> Job:
-    """Insert the job as `queued` (committed), then publish its id on the model's queue.
+    idempotency_key: str | None = None,
+    body_hash: str = "",
+) -> tuple[Job, bool]:
+    """Record `new` as a `queued` job and publish it; returns (job, created).
 
-    The row is committed before the message exists, so a worker never receives an id it cannot read.
-    If publishing fails the job is marked `failed` with code `queue_unavailable` rather than left queued
-    with no message: a client polling it sees why. (A message lost later, e.g. in a broker flush, is
-    re-published by the sweeper: genq/sweeper.py.) `also`: rows committed with the job (JobStore.create).
+    Given `idempotency_key` (validated, with the request body's `body_hash`): the job made earlier with this key
+    and body, if any (created False). Raises IdempotencyKeyReused if the key was used with another body, and
+    QueueUnavailable if the broker refused the new job (the key is then released).
     """
-    job = store.create(
-        model=model, input=input, params=params, metadata=metadata, schedule=schedule, job_id=job_id, also=also,
-        webhook=webhook, webhook_events_filter=webhook_events_filter,
-    )
-    try:
-        publisher.publish(job.id, model, job.priority)
-    except PublishError as e:
-        store.fail(job.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
-        raise QueueUnavailable(job.id, str(e)) from e
-    return job
+    if idempotency_key is None:
+        job = store.create(**_job_fields(new))
+        _publish(store, publisher, [job])
+        return job, True
+    for _ in range(_INSERT_TRIES):
+        now = utcnow()
+        found = idempotency.find(store, idempotency_key, now)
+        if found is not None:
+            row, job = found
+            if row.request_hash != body_hash:
+                raise IdempotencyKeyReused(idempotency_key, row.job_id)
+            return job, False
+        job_id = new_id()
+        try:
+            job = store.create(**_job_fields(new), job_id=job_id,
+                               also=[idempotency.key_row(idempotency_key, job_id, body_hash, now)])
+        except IntegrityError:
+            # another request committed this key first (read its job next time round), or an expired row of it
+            # is in the way (delete it, then insert again)
+            idempotency.delete_if_expired(store, idempotency_key, now)
+            continue
+        try:
+            _publish(store, publisher, [job])
+        except QueueUnavailable:
+            idempotency.release(store, idempotency_key, job_id)
+            raise
+        return job, True
+    raise RuntimeError(f"could not record Idempotency-Key {idempotency_key!r} after {_INSERT_TRIES} tries")
+
+
+def submit_batch(
+    store: JobStore, publisher: Publisher, lines: Sequence[BatchLine], metadata: Mapping[str, Any] | None
+) -> str:
+    """Record the batch and all its jobs in one transaction (every job or none), then publish them; returns the
+    batch id. Raises QueueUnavailable (naming the batch) if the broker refused some of them."""
+    batch_id = new_id()
+    jobs = [
+        JobStore.build(**_job_fields(b.job), batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line)
+        for b in lines
+    ]
+    BatchStore(store.sessions).create(batch_id, jobs, metadata)
+    _publish(store, publisher, jobs, batch_id)
+    return batch_id
+
+
+def _job_fields(new: NewJob) -> dict[str, Any]:
+    return {"model": new.model, "input": new.input, "params": new.params, "metadata": new.metadata,
+            "webhook": new.webhook, "webhook_events_filter": new.webhook_events_filter, "schedule": new.schedule}
+
+
+def _publish(store: JobStore, publisher: Publisher, jobs: Sequence[Job], batch_id: str | None = None) -> None:
+    """Publish every committed job's id on its model's queue; at the first refusal, fail the rest and raise."""
+    for i, job in enumerate(jobs):
+        try:
+            publisher.publish(job.id, job.model, job.priority)
+        except PublishError as e:
+            unsent = jobs[i:]
+            for job_left in unsent:
+                store.fail(job_left.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
+            raise QueueUnavailable([j.id for j in unsent], len(jobs), str(e), batch_id) from e

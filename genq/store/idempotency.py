@@ -1,9 +1,10 @@
 """`Idempotency-Key` on `POST /v1/jobs`: a client that retries a submission gets the job it already made.
 
 The key is stored in `idempotency_keys` (primary key: the key) in the same transaction as the job, with a
-hash of the request body. The same key with the same body returns that job; with a different body it is
-refused (IdempotencyKeyReused). Two requests racing with one key both try to insert it: the database's
-uniqueness lets exactly one commit, and the other reads the winner's job.
+hash of the request body; genq.submit.submit_job does that with the reads and writes here. The same key with
+the same body returns that job; with a different body it is refused (IdempotencyKeyReused). Two requests
+racing with one key both try to insert it: the database's uniqueness lets exactly one commit, and the other
+reads the winner's job.
 
 Retention: a key is honoured for RETENTION (24 hours) after it was first used. After that it is forgotten
 (the sweeper deletes old keys, and a request that finds one in its way deletes it) and may be reused for a
@@ -16,15 +17,12 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
-from genq.ids import new_id
 from genq.store.jobs import JobStore
 from genq.store.schema import IdempotencyKey, Job, utcnow
-from genq.submit import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,6 @@ RETENTION = timedelta(hours=24)
 HEADER = "Idempotency-Key"
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII, no spaces: safe in logs and headers
 _KEY_RE = re.compile(KEY_PATTERN)
-_INSERT_TRIES = 3
 
 
 class IdempotencyKeyInvalid(ValueError):
@@ -61,38 +58,6 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def submit_once(
-    store: JobStore, key: str, body_hash: str, submit: Callable[[str, list[IdempotencyKey]], Job]
-) -> tuple[Job, bool]:
-    """The job for `key`: the one already made with it, or a new one from `submit(job_id, also)` (which must
-    commit the `also` rows with the job, as genq.submit.submit_job does). Returns (job, created).
-
-    Raises IdempotencyKeyReused if the key was used with another body, and whatever `submit` raises. If the
-    new job could not be queued (QueueUnavailable) the key is released, so the client's retry can succeed.
-    """
-    for _ in range(_INSERT_TRIES):
-        now = utcnow()
-        found = _find(store, key, now)
-        if found is not None:
-            row, job = found
-            if row.request_hash != body_hash:
-                raise IdempotencyKeyReused(key, row.job_id)
-            return job, False
-        job_id = new_id()
-        try:
-            job = submit(job_id, [IdempotencyKey(key=key, job_id=job_id, request_hash=body_hash, created_at=now)])
-        except IntegrityError:
-            # another request committed this key first (read its job next time round), or an expired row of it
-            # is in the way (delete it, then insert again)
-            _delete_key_if_expired(store, key, now)
-            continue
-        except QueueUnavailable:
-            _delete_key(store, key, job_id)
-            raise
-        return job, True
-    raise RuntimeError(f"could not record Idempotency-Key {key!r} after {_INSERT_TRIES} tries")
-
-
 def delete_expired_keys(store: JobStore, now: datetime | None = None) -> int:
     """Forget keys older than RETENTION (the sweeper calls this); returns how many were deleted."""
     cutoff = (now or utcnow()) - RETENTION
@@ -102,7 +67,13 @@ def delete_expired_keys(store: JobStore, now: datetime | None = None) -> int:
         return result.rowcount or 0
 
 
-def _find(store: JobStore, key: str, now: datetime) -> tuple[IdempotencyKey, Job] | None:
+def key_row(key: str, job_id: str, body_hash: str, now: datetime) -> IdempotencyKey:
+    """The row recording `key` for the new job `job_id`, to be inserted in the job's transaction."""
+    return IdempotencyKey(key=key, job_id=job_id, request_hash=body_hash, created_at=now)
+
+
+def find(store: JobStore, key: str, now: datetime) -> tuple[IdempotencyKey, Job] | None:
+    """The key's row and its job, if the key was used within its retention."""
     stmt = (
         select(IdempotencyKey, Job)
         .join(Job, Job.id == IdempotencyKey.job_id)
@@ -113,7 +84,8 @@ def _find(store: JobStore, key: str, now: datetime) -> tuple[IdempotencyKey, Job
         return (row[0], row[1]) if row is not None else None
 
 
-def _delete_key_if_expired(store: JobStore, key: str, now: datetime) -> None:
+def delete_if_expired(store: JobStore, key: str, now: datetime) -> None:
+    """Delete the key's row if it is past its retention (it is in the way of a new job with this key)."""
     with store.sessions.begin() as session:
         session.execute(
             delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.created_at < now - RETENTION),
@@ -121,7 +93,8 @@ def _delete_key_if_expired(store: JobStore, key: str, now: datetime) -> None:
         )
 
 
-def _delete_key(store: JobStore, key: str, job_id: str) -> None:
+def release(store: JobStore, key: str, job_id: str) -> None:
+    """Forget `key` (held by the job `job_id`, which could not be queued), so the client's retry can succeed."""
     try:
         with store.sessions.begin() as session:
             session.execute(
