@@ -24,7 +24,7 @@ from genq.lifecycle import (
 from genq.status import JobStatus
 from genq.store.batches import COUNTED_STATUSES
 from genq.store.schema import DELIVERY_STATUSES
-from genq.webhooks.deliver import Outcome
+from genq.webhooks.deliver import AttemptOutcome
 from genq.webhooks.events import EVENTS, FILTER_FIELD
 from genq.webhooks.urls import MAX_URL_LENGTH
 from models.params import (
@@ -42,7 +42,7 @@ Schema = dict[str, Any]
 
 JOB_STATUSES = tuple(s.value for s in JobStatus)
 DELIVERY_EVENTS = tuple(EVENTS.values())
-ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(Outcome)
+ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcome)
 BATCH_STATUSES = ("in_progress", "completed")  # genq.store.batches.BatchView.status
 
 

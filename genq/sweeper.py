@@ -7,7 +7,7 @@ Each sweep:
 2. ends running jobs whose worker was lost (lease expired) if no claim may take them over: a cancel was
    asked for (→ canceled) or no attempts are left (→ failed `attempts_exhausted`); re-publishes the others,
    so that a worker claims them again (the claim takes over a lost worker's job, attempts + 1). The
-   `Sweeper` thread counts a worker lost only once it has seen the job's lease expired and unrenewed for
+   `JobSweeper` thread counts a worker lost only once it has seen the job's lease expired and unrenewed for
    `confirm_lost` seconds (genq/store/lost_leases.py), so the workers still holding jobs through a database outage
    keep them; a one-off `sweep()` without `lost` acts on every expired lease it finds;
 3. re-publishes queued jobs whose message may be lost (a broker flush or restart, a worker killed after
@@ -126,7 +126,7 @@ def confirm_lost_after(lease_seconds: float) -> float:
     return max(2.0, lease_seconds / 3)
 
 
-class Sweeper:
+class JobSweeper:
     """Runs `sweep` every `interval` seconds (with jitter, so many workers do not sweep in step) on a
     daemon thread, until stopped. A failing sweep is logged and the next one goes ahead.
 
@@ -142,7 +142,7 @@ class Sweeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Sweeper":
+    def start(self) -> "JobSweeper":
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="genq-sweeper", daemon=True)
             self._thread.start()

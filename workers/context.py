@@ -14,7 +14,7 @@ from genq.settings import Settings
 from genq.store.db import make_engine, make_session_factory
 from genq.store.delta_sink import DeltaSink
 from genq.store.jobs import JobStore
-from genq.sweeper import Sweeper, confirm_lost_after
+from genq.sweeper import JobSweeper, confirm_lost_after
 from genq.webhooks.delivery_runner import DeliveryContext
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
@@ -32,7 +32,7 @@ class WorkerContext:
     events: DeltaSink  # generated text into the job event log, batched across this process's jobs
     webhooks: DeliveryContext  # what a webhook delivery task needs
     keeper: LeaseKeeper  # renews the leases of the jobs this process runs; stops them on cancel requests
-    sweeper: Sweeper  # started by the worker_ready signal (workers/celery_app.py)
+    sweeper: JobSweeper  # started by the worker_ready signal (workers/celery_app.py)
 
 
 _lock = threading.Lock()
@@ -69,7 +69,7 @@ def worker_context(settings: Settings) -> WorkerContext:
                         publisher=publisher,
                     ),
                     keeper=LeaseKeeper(store, settings.lease_seconds),
-                    sweeper=Sweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after,
+                    sweeper=JobSweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after,
                                     confirm_lost_after(settings.lease_seconds)),
                 )
                 _contexts[key] = ctx

@@ -39,7 +39,7 @@ STOP_GRACE_S = 30.0  # how long a stopped request may take to hand back its part
 DEFAULT_LEASE_S = 30.0
 
 
-class Outcome(str, enum.Enum):
+class JobOutcome(str, enum.Enum):
     SKIPPED = "skipped"  # not queued any more (redelivered message, canceled, or another worker has it)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -64,7 +64,7 @@ def execute_job(
     keeper: LeaseKeeper | None = None,
     lease_seconds: float = DEFAULT_LEASE_S,
     events: DeltaSink | None = None,
-) -> Outcome:
+) -> JobOutcome:
     """Run job `job_id` if this call wins the claim; returns what became of it.
 
     `keeper` renews the claim's lease and stops the generation on a cancel request (workers/lease_keeper.py);
@@ -79,9 +79,9 @@ def execute_job(
         settled = retry_while_unavailable(lambda: settle_unclaimable(store, job_id), outage)
         if settled is not None:
             log.info("job %s: %s instead of running", job_id, settled)
-            return {"expired": Outcome.EXPIRED, "canceled": Outcome.CANCELED}.get(settled, Outcome.FAILED)
+            return {"expired": JobOutcome.EXPIRED, "canceled": JobOutcome.CANCELED}.get(settled, JobOutcome.FAILED)
         log.info("job %s is not queued; skipping", job_id)
-        return Outcome.SKIPPED
+        return JobOutcome.SKIPPED
     held = keeper.hold(claim) if keeper is not None else HeldJob(claim)
     try:
         outcome = _run_claimed(claim, held, store, host, timeout, events)
@@ -94,10 +94,10 @@ def execute_job(
 
 def _run_claimed(
     claim: Claim, held: HeldJob, store: JobStore, host: EngineHost, timeout: float, events: DeltaSink | None
-) -> Outcome:
+) -> JobOutcome:
     job = retry_while_unavailable(lambda: store.get(claim.job_id), OutageLog(log, f"job {claim.job_id}: reading"))
     if job is None:  # deleted between claim and read; nothing to store
-        return Outcome.SKIPPED
+        return JobOutcome.SKIPPED
     writer = _OutcomeWriter(store, claim, events)
     try:
         result = _wait_for_result(job, held, host, timeout, events)
@@ -176,30 +176,30 @@ class _OutcomeWriter:
         self._store, self._claim, self._events = store, claim, events
         self._outage = OutageLog(log, f"job {claim.job_id} (attempt {claim.attempt}): storing its outcome")
 
-    def result(self, held: HeldJob, result: GenerationResult) -> Outcome:
+    def result(self, held: HeldJob, result: GenerationResult) -> JobOutcome:
         job_id, attempt, output = self._claim.job_id, self._claim.attempt, _output(result)
         if result.finish_reason == "canceled":
             if held.stop_reason == STOP_LOST:
                 log.info("job %s: attempt %d lost its claim; its result is dropped", job_id, attempt)
-                return Outcome.SKIPPED
+                return JobOutcome.SKIPPED
             if held.stop_reason == STOP_DEADLINE:
                 return self.failure(DEADLINE_EXCEEDED, "the job ran past its deadline", **output)
             won = self._store_as(JobStatus.CANCELED, None,
                                  lambda: self._store.cancel(job_id, attempt=attempt, **output))
-            return Outcome.CANCELED if won else Outcome.SKIPPED
+            return JobOutcome.CANCELED if won else JobOutcome.SKIPPED
         if not self._store_as(JobStatus.SUCCEEDED, None, lambda: self._store.succeed(job_id, attempt=attempt, **output)):
             log.info("job %s was no longer running under attempt %d when its result arrived (canceled or taken "
                      "over)", job_id, attempt)
-            return Outcome.SKIPPED
-        return Outcome.SUCCEEDED
+            return JobOutcome.SKIPPED
+        return JobOutcome.SUCCEEDED
 
-    def failure(self, code: str, message: str, **output: Any) -> Outcome:
+    def failure(self, code: str, message: str, **output: Any) -> JobOutcome:
         job_id, attempt = self._claim.job_id, self._claim.attempt
         message = clip(message)  # whatever it quotes from the request stays short, in the log and on the job
         log.warning("job %s failed: %s: %s", job_id, code, message)
         won = self._store_as(JobStatus.FAILED, code,
                              lambda: self._store.fail(job_id, code, message, attempt=attempt, **output))
-        return Outcome.FAILED if won else Outcome.SKIPPED
+        return JobOutcome.FAILED if won else JobOutcome.SKIPPED
 
     def _store_as(self, status: JobStatus, error_code: str | None, write: Callable[[], bool]) -> bool:
         """Run `write` (a compare-and-set under the claim) until it is answered; whether it changed the job."""

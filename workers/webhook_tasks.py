@@ -1,13 +1,13 @@
 """The webhook delivery task (queue `genq.webhooks`) and the sweep thread of workers that consume it.
 
-Thin shells around genq.webhooks.delivery_runner.run_delivery and genq.webhooks.dispatch.Sweeper.
+Thin shells around genq.webhooks.delivery_runner.run_delivery and genq.webhooks.dispatch.DeliverySweeper.
 """
 from __future__ import annotations
 
 from celery import Celery, Task
 
 from genq.webhooks.delivery_runner import run_delivery
-from genq.webhooks.dispatch import DELIVER_TASK, Sweeper
+from genq.webhooks.dispatch import DELIVER_TASK, DeliverySweeper
 from workers.context import worker_context
 
 
@@ -21,10 +21,10 @@ def register(app: Celery) -> Task:
     return deliver_webhook
 
 
-def start_sweeper(app: Celery) -> Sweeper:
+def start_sweeper(app: Celery) -> DeliverySweeper:
     """Start publishing due deliveries that have no message, every GENQ_WEBHOOK_SWEEP_MS."""
     ctx = worker_context(app.genq_settings)  # type: ignore[attr-defined]
     webhooks = ctx.webhooks
     if webhooks.publisher is None:
         raise RuntimeError("the worker context has no webhook publisher")
-    return Sweeper(webhooks.deliveries, webhooks.publisher, ctx.settings.webhook_sweep_ms / 1000).start()
+    return DeliverySweeper(webhooks.deliveries, webhooks.publisher, ctx.settings.webhook_sweep_ms / 1000).start()

@@ -161,7 +161,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from genq.broker import Publisher, make_celery
     from genq.store.db import make_engine, make_session_factory
     from genq.store.jobs import JobStore
-    from genq.sweeper import Sweeper, confirm_lost_after, sweep
+    from genq.sweeper import JobSweeper, confirm_lost_after, sweep
 
     settings = Settings.from_env()
     if args.every is not None and args.every <= 0:
@@ -174,7 +174,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(json.dumps(dataclasses.asdict(report)), flush=True)
             return 0
         # as a worker's sweeper does: leases seen to stay expired, and a database outage waited out
-        sweeper = Sweeper(store, publisher, args.every, settings.republish_after,
+        sweeper = JobSweeper(store, publisher, args.every, settings.republish_after,
                           confirm_lost_after(settings.lease_seconds))
         while True:
             found = sweeper.sweep_once()

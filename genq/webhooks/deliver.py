@@ -31,7 +31,7 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 15.0)
 EXCERPT_BYTES = 1024
 MAX_ERROR_CHARS = 500  # library error messages can be long; the record keeps their start
 
-Outcome = Literal["succeeded", "retry", "failed", "gone"]
+AttemptOutcome = Literal["succeeded", "retry", "failed", "gone"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Attempt:
 
     number: int  # 1-based attempt number of this message
     started_at: datetime  # UTC
-    outcome: Outcome
+    outcome: AttemptOutcome
     status_code: int | None  # the response's status, None when there was no response
     error: str | None  # "<code>: <detail>" when there was no response; codes listed in `deliver`
     duration_s: float
@@ -84,7 +84,7 @@ def deliver(
     }
 
     def done(
-        outcome: Outcome, status: int | None, error: str | None, excerpt: str = "", retry_in: float | None = None
+        outcome: AttemptOutcome, status: int | None, error: str | None, excerpt: str = "", retry_in: float | None = None
     ) -> Attempt:
         finished_at = datetime.now(timezone.utc)
         return Attempt(

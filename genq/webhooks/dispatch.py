@@ -62,7 +62,7 @@ def sweep(deliveries: DeliveryStore, publisher: WebhookPublisher, limit: int = 2
     return len(ids)
 
 
-class Sweeper:
+class DeliverySweeper:
     """Runs `sweep` every `interval` seconds on a daemon thread until stopped."""
 
     def __init__(self, deliveries: DeliveryStore, publisher: WebhookPublisher, interval: float):
@@ -71,7 +71,7 @@ class Sweeper:
         self._outage = OutageLog(log, "webhook sweep")
         self._thread = threading.Thread(target=self._run, name="genq-webhook-sweep", daemon=True)
 
-    def start(self) -> "Sweeper":
+    def start(self) -> "DeliverySweeper":
         self._thread.start()
         return self
 

@@ -19,7 +19,7 @@ from genq.store.jobs import JobStore
 from genq.store.leases import request_cancel
 from genq.store.schema import Job, utcnow
 from workers.engine_host import EngineHost, engine_factory
-from workers.job_runner import Outcome, execute_job
+from workers.job_runner import JobOutcome, execute_job
 from workers.lease_keeper import LeaseKeeper
 
 LEASE_S = 2.0
@@ -44,12 +44,12 @@ class Run:
     """execute_job on a thread, as a Celery task thread runs it."""
 
     def __init__(self, store: JobStore, host: EngineHost, keeper: LeaseKeeper | None, job_id: str):
-        self.outcome: Outcome | None = None
+        self.outcome: JobOutcome | None = None
         self.thread = threading.Thread(target=lambda: setattr(self, "outcome", execute_job(
             job_id, store, host, "w1", timeout=120, keeper=keeper, lease_seconds=LEASE_S)))
         self.thread.start()
 
-    def join(self, timeout: float = 60) -> Outcome | None:
+    def join(self, timeout: float = 60) -> JobOutcome | None:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the job did not end"
         return self.outcome
@@ -77,7 +77,7 @@ def test_a_cancel_request_stops_the_running_generation_keeping_its_text(
     _wait_running(store, job_id)
     asked = time.monotonic()
     request_cancel(store, job_id)
-    assert run.join() is Outcome.CANCELED
+    assert run.join() is JobOutcome.CANCELED
     stopped_after = time.monotonic() - asked
     job = store.get(job_id)
     assert (job.status, job.finish_reason) == ("canceled", "canceled")
@@ -90,7 +90,7 @@ def test_a_job_past_its_deadline_fails_deadline_exceeded_keeping_its_text(
 ) -> None:
     job_id = _long_job(store, deadline_seconds=1)
     started = time.monotonic()
-    assert Run(store, host, keeper, job_id).join() is Outcome.FAILED
+    assert Run(store, host, keeper, job_id).join() is JobOutcome.FAILED
     job = store.get(job_id)
     assert (job.status, job.error_code) == ("failed", "deadline_exceeded")
     assert job.output_text and 0 < job.completion_tokens < LONG_TOKENS
@@ -118,7 +118,7 @@ def test_a_worker_whose_claim_was_taken_over_stops_and_stores_nothing(
         session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1),
                                                                    published_at=utcnow()))
     assert store.claim(job_id, "w2", lease_seconds=60).attempt == 2
-    assert run.join() is Outcome.SKIPPED
+    assert run.join() is JobOutcome.SKIPPED
     job = store.get(job_id)
     assert (job.status, job.attempts, job.worker_id, job.output_text) == ("running", 2, "w2", None)
 
@@ -127,7 +127,7 @@ def test_a_message_for_a_job_past_its_ttl_expires_it_without_running_it(store: J
     job_id = _long_job(store, ttl_seconds=5)
     with store.sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(expires_at=utcnow() - timedelta(seconds=1)))
-    assert execute_job(job_id, store, host, "w1", timeout=5) is Outcome.EXPIRED
+    assert execute_job(job_id, store, host, "w1", timeout=5) is JobOutcome.EXPIRED
     job = store.get(job_id)
     assert (job.status, job.attempts, job.started_at) == ("expired", 0, None)
 
@@ -135,5 +135,5 @@ def test_a_message_for_a_job_past_its_ttl_expires_it_without_running_it(store: J
 def test_a_message_for_a_canceled_queued_job_does_nothing(store: JobStore, host: EngineHost) -> None:
     job_id = _long_job(store)
     request_cancel(store, job_id)
-    assert execute_job(job_id, store, host, "w1", timeout=5) is Outcome.SKIPPED
+    assert execute_job(job_id, store, host, "w1", timeout=5) is JobOutcome.SKIPPED
     assert store.get(job_id).attempts == 0

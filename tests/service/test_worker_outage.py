@@ -23,10 +23,10 @@ from genq.store.db import make_engine, make_session_factory
 from genq.store.delta_sink import DeltaSink
 from genq.store.job_events import read_events_of_jobs
 from genq.store.jobs import JobStore
-from genq.sweeper import Sweeper
+from genq.sweeper import JobSweeper
 from models.engine.types import EngineEvent, GenerationRequest, GenerationResult
 from workers.engine_host import EngineHost
-from workers.job_runner import Outcome, execute_job
+from workers.job_runner import JobOutcome, execute_job
 from workers.lease_keeper import LeaseKeeper
 
 MODEL = "m"
@@ -66,7 +66,7 @@ class GatedEngine:
 
 
 class Run(threading.Thread):
-    def __init__(self, job: Callable[[], Outcome]):
+    def __init__(self, job: Callable[[], JobOutcome]):
         super().__init__(daemon=True)
         self._job, self.outcome = job, None
 
@@ -90,7 +90,7 @@ def test_a_result_finished_while_the_database_is_down_is_stored_once_it_is_back(
     # the keeper polls slowly, so messages arriving right after the outage find the leases still lapsed; the
     # sweeper waits longer than that before it counts a worker lost, as a worker's does (confirm_lost_after)
     keeper = LeaseKeeper(store, LEASE_S, poll_interval=1.5)
-    sweeper = Sweeper(store, Publisher(make_celery(settings)), interval=0.3, republish_after=1,
+    sweeper = JobSweeper(store, Publisher(make_celery(settings)), interval=0.3, republish_after=1,
                       confirm_lost=5).start()
     events = DeltaSink(store.sessions)
     engine = GatedEngine()
@@ -116,7 +116,7 @@ def test_a_result_finished_while_the_database_is_down_is_stored_once_it_is_back(
         after = run("w3")
         for thread in (first, during, after):
             thread.join(60)
-        assert [t.outcome for t in (first, during, after)] == [Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.SKIPPED]
+        assert [t.outcome for t in (first, during, after)] == [JobOutcome.SUCCEEDED, JobOutcome.SKIPPED, JobOutcome.SKIPPED]
         time.sleep(1.5)  # a few more sweeps with the database back change nothing
     finally:
         sweeper.stop()

@@ -13,7 +13,7 @@ from genq.settings import ModelSpec
 from genq.store.jobs import JobStore
 from models.engine.types import GenerationRequest, GenerationResult, PromptTooLong
 from workers.engine_host import EngineHost
-from workers.job_runner import Outcome, execute_job
+from workers.job_runner import JobOutcome, execute_job
 
 MODEL = "m"
 
@@ -65,7 +65,7 @@ def _ok(request: GenerationRequest) -> GenerationResult:
 def test_a_successful_generation_is_stored_on_the_job(store: JobStore) -> None:
     engine = ScriptedEngine(_ok)
     job_id = _job(store, messages=[{"role": "user", "content": "capital of France?"}])
-    assert execute_job(job_id, store, _host(engine), "w", timeout=5) is Outcome.SUCCEEDED
+    assert execute_job(job_id, store, _host(engine), "w", timeout=5) is JobOutcome.SUCCEEDED
     job = store.get(job_id)
     assert (job.status, job.output_text, job.finish_reason, job.prompt_tokens, job.completion_tokens) == (
         "succeeded", "Paris", "eos", 5, 2)
@@ -79,8 +79,8 @@ def test_a_redelivered_message_does_not_run_the_job_again(store: JobStore) -> No
     engine = ScriptedEngine(_ok)
     job_id = _job(store)
     host = _host(engine)
-    assert execute_job(job_id, store, host, "w1", timeout=5) is Outcome.SUCCEEDED
-    assert execute_job(job_id, store, host, "w2", timeout=5) is Outcome.SKIPPED
+    assert execute_job(job_id, store, host, "w1", timeout=5) is JobOutcome.SUCCEEDED
+    assert execute_job(job_id, store, host, "w2", timeout=5) is JobOutcome.SKIPPED
     assert len(engine.requests) == 1 and store.get(job_id).attempts == 1
 
 
@@ -89,7 +89,7 @@ def test_an_engine_error_fails_the_job_with_its_code(store: JobStore) -> None:
         raise PromptTooLong("prompt is 9000 tokens; the context holds 8192")
 
     job_id = _job(store)
-    assert execute_job(job_id, store, _host(ScriptedEngine(too_long)), "w", timeout=5) is Outcome.FAILED
+    assert execute_job(job_id, store, _host(ScriptedEngine(too_long)), "w", timeout=5) is JobOutcome.FAILED
     job = store.get(job_id)
     assert (job.status, job.error_code) == ("failed", "prompt_too_long")
     assert "8192" in job.error_message
@@ -100,7 +100,7 @@ def test_an_unexpected_exception_fails_the_job_instead_of_leaving_it_running(sto
         raise RuntimeError("CUDA went away")
 
     job_id = _job(store)
-    assert execute_job(job_id, store, _host(ScriptedEngine(crash)), "w", timeout=5) is Outcome.FAILED
+    assert execute_job(job_id, store, _host(ScriptedEngine(crash)), "w", timeout=5) is JobOutcome.FAILED
     job = store.get(job_id)
     assert (job.status, job.error_code) == ("failed", "internal_error")
     assert "CUDA went away" in job.error_message
@@ -115,7 +115,7 @@ def test_a_wait_past_the_timeout_cancels_the_request_and_fails_the_job(store: Jo
 
     engine = ScriptedEngine(slow)
     job_id = _job(store)
-    assert execute_job(job_id, store, _host(engine), "w", timeout=0.01) is Outcome.FAILED
+    assert execute_job(job_id, store, _host(engine), "w", timeout=0.01) is JobOutcome.FAILED
     assert store.get(job_id).error_code == "timeout"
     assert engine.handles[0].canceled
 
@@ -126,7 +126,7 @@ def test_a_model_that_fails_to_load_fails_the_job_as_model_unavailable(store: Jo
 
     host = EngineHost({MODEL: ModelSpec(MODEL, source=None, kind="gguf")}, broken)  # type: ignore[arg-type]
     job_id = _job(store)
-    assert execute_job(job_id, store, host, "w", timeout=5) is Outcome.FAILED
+    assert execute_job(job_id, store, host, "w", timeout=5) is JobOutcome.FAILED
     job = store.get(job_id)
     assert job.error_code == "model_unavailable" and "weights are corrupt" in job.error_message
 
@@ -136,7 +136,7 @@ def test_an_engine_canceled_generation_cancels_the_job_keeping_partial_output(st
         return GenerationResult(text="Par", finish_reason="canceled", prompt_tokens=5, completion_tokens=1)
 
     job_id = _job(store)
-    assert execute_job(job_id, store, _host(ScriptedEngine(canceled)), "w", timeout=5) is Outcome.CANCELED
+    assert execute_job(job_id, store, _host(ScriptedEngine(canceled)), "w", timeout=5) is JobOutcome.CANCELED
     job = store.get(job_id)
     assert (job.status, job.output_text, job.finish_reason) == ("canceled", "Par", "canceled")
 
