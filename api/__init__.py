@@ -21,21 +21,7 @@ from genq.webhooks.secret_store import SecretStore
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
     # blueprints import api.services, which must exist first
-    from api import (
-        batches,
-        deliveries,
-        health,
-        job_lifecycle,
-        jobs,
-        openapi,
-        webhooks,
-    )
-    from api import (
-        job_events as events,
-    )
-    from api import (
-        models as catalog,
-    )
+    from api import batches, health, jobs, models, openapi, webhooks
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
@@ -58,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
     )
-    for module in (jobs, job_lifecycle, events, deliveries, batches, webhooks, catalog, health, openapi):
+    for module in (jobs, batches, webhooks, models, health, openapi):  # one blueprint per resource
         app.register_blueprint(module.bp)
     app.before_request(check_request_limits)  # before any view reads the request
     register_error_handlers(app)

@@ -12,7 +12,7 @@ from genq.serialize import iso
 from genq.store.schema import WebhookAttempt, WebhookDelivery
 from genq.webhooks.outbox import RedeliverRefused
 
-bp = Blueprint("deliveries", __name__, url_prefix="/v1/jobs")
+bp = Blueprint("deliveries", __name__)  # nested in api.jobs: /v1/jobs/<job_id>/deliveries
 
 
 @bp.get("/<job_id>/deliveries")

@@ -32,7 +32,7 @@ from genq.serialize import iso, job_to_dict
 from genq.store.job_events import is_restart
 from genq.store.schema import JobEvent
 
-bp = Blueprint("events", __name__, url_prefix="/v1/jobs")
+bp = Blueprint("events", __name__)  # nested in api.jobs: /v1/jobs/<job_id>/events
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a client's EventSource reconnects
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.serialize import job_to_dict
+from genq.serialize import job_to_dict
 from genq.store.jobs import JobStore
 from genq.store.listing import queue_info
 from genq.store.schema import Job

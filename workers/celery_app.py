@@ -13,8 +13,7 @@ from celery.signals import worker_ready, worker_shutdown
 from genq.broker import make_celery
 from genq.readiness import write_readiness
 from genq.settings import Settings
-from workers import job_tasks as tasks
-from workers import webhook_tasks
+from workers import job_tasks, webhook_tasks
 from workers.context import shutdown_contexts, worker_context
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
     app.genq_preload = list(preload)  # type: ignore[attr-defined]
     app.genq_ready_file = None  # type: ignore[attr-defined]
     app.genq_sweep = False  # type: ignore[attr-defined]
-    tasks.register(app)
+    job_tasks.register(app)
     webhook_tasks.register(app)
     return app
 
