@@ -84,7 +84,7 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(String(36))
     custom_id: Mapped[str | None] = mapped_column(String(255))
     batch_line: Mapped[int | None] = mapped_column(Integer)  # the request's line number in its batch file
-    # lifecycle (migration 0002_lifecycle; see genq/lifecycle.py): scheduling, leases, cancel requests
+    # lifecycle (migration 0003_events_lifecycle; see genq/lifecycle.py): scheduling, leases, cancel requests
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3, server_default="3")
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # queue TTL: expired if not started by then

@@ -1,4 +1,5 @@
-"""The schema is made only by the Alembic migrations, identically on PostgreSQL and SQLite."""
+"""The schema is made only by the Alembic migrations, identically on PostgreSQL and SQLite, along one linear
+history: every revision has one predecessor, and an empty database goes to head and back to base step by step."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Callable
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from genq.store import migrate
@@ -47,6 +49,53 @@ def test_migrated_schema_matches_the_sqlalchemy_models(empty_database_url: str) 
     assert diffs == []
 
 
+def _schema_diffs(url: str) -> list[object]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_history_is_one_line_with_no_empty_merge() -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite:///unused.db"))
+    revisions = list(scripts.walk_revisions())  # head first
+    assert [r.revision for r in revisions] == ["0003_events_lifecycle", "0002_events", "0001_jobs"]
+    assert scripts.get_heads() == ["0003_events_lifecycle"] and scripts.get_bases() == ["0001_jobs"]
+    for newer, older in zip(revisions, revisions[1:]):
+        assert newer.down_revision == older.revision  # one predecessor each: no branch, no merge
+    assert not any(r.is_merge_point or r.is_branch_point for r in revisions)
+
+
+def test_the_head_keeps_the_id_of_the_former_merge_so_databases_at_it_are_at_head() -> None:
+    # databases migrated before the history was made linear are at 0003_events_lifecycle, schema included
+    assert migrate.head_revision("sqlite:///unused.db") == "0003_events_lifecycle"
+
+
+def test_each_revision_upgrades_and_downgrades_on_its_own(empty_database_url: str) -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(empty_database_url))
+    line = [r.revision for r in reversed(list(scripts.walk_revisions()))]  # base first
+    for revision in line:
+        migrate.upgrade(empty_database_url, revision)
+        assert migrate.current_revision(empty_database_url) == revision
+    assert _schema_diffs(empty_database_url) == []
+    for revision in reversed(line[:-1]):
+        migrate.downgrade(empty_database_url, revision)
+        assert migrate.current_revision(empty_database_url) == revision
+    migrate.downgrade(empty_database_url, "base")
+    assert migrate.current_revision(empty_database_url) is None
+    assert _tables(empty_database_url) <= {"alembic_version"}  # every table genq made is gone
+
+
 def test_upgrade_twice_is_a_no_op_and_downgrade_then_upgrade_works(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
     migrate.upgrade(empty_database_url)
@@ -58,6 +107,7 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_then_upgrade_works(empty_databas
         engine.dispose()
     migrate.upgrade(empty_database_url)
     assert migrate.current_revision(empty_database_url) == migrate.head_revision(empty_database_url)
+    assert _schema_diffs(empty_database_url) == []  # back at head, the models and the schema still agree
 
 
 def test_jobs_running_at_the_lifecycle_upgrade_get_a_lease_to_finish_under(empty_database_url: str) -> None:

@@ -1,9 +1,14 @@
 """Job lifecycle: scheduling (priority, queue TTL, run deadline, attempts), leases, cancel requests,
 the `expired` status, and idempotency keys.
 
-Revision ID: 0002_lifecycle
-Revises: 0001_jobs
+Revision ID: 0003_events_lifecycle
+Revises: 0002_events
 Create Date: 2025-01-02
+
+The history is linear: 0001_jobs, 0002_events, then this revision. Its id is the one of the empty merge
+revision that once joined 0002_events and this migration (then 0002_lifecycle, made in parallel on 0001_jobs):
+a database migrated before the history was made linear is at 0003_events_lifecycle with both applied, which
+is exactly this revision's schema, so it is at head and nothing runs.
 """
 from __future__ import annotations
 
@@ -13,9 +18,8 @@ from typing import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_lifecycle"
-# The brief names the first revision "0001"; its actual id (migrations/versions/0001_jobs.py) is "0001_jobs".
-down_revision: str | None = "0001_jobs"
+revision: str = "0003_events_lifecycle"
+down_revision: str | None = "0002_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
