@@ -13,8 +13,6 @@ from api.presenting import job_json, jobs_json
 from api.services import services
 from genq.store.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
-)
-from genq.store.idempotency import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     request_hash,

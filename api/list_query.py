@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from werkzeug.datastructures import MultiDict
 
@@ -92,6 +92,6 @@ def _time(args: MultiDict[str, str], name: str) -> datetime | None:
     raw = _single(args, name)
     try:
         value = datetime.fromisoformat(raw.strip())
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: in UTC it falls outside years 1..9999
         raise ApiError(422, "invalid_value", "must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00Z", name) from None

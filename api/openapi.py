@@ -8,7 +8,8 @@ schemathesis checks the live app against it (tests/service/test_openapi_schemath
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 

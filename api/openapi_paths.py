@@ -9,8 +9,7 @@ from api.list_query import DEFAULT_LIMIT, MAX_LIMIT, MAX_METADATA_FILTERS, METAD
 from api.openapi_schemas import JOB_STATUSES, Schema, ref
 from api.prefer import MAX_WAIT_S
 from genq.settings import Settings
-from genq.store.idempotency import HEADER as IDEMPOTENCY_HEADER
-from genq.store.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
+from genq.store.idempotency import HEADER as IDEMPOTENCY_HEADER, KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 
 JSON = "application/json"
 SSE = "text/event-stream"

@@ -8,8 +8,9 @@ fails the schemathesis test.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Sequence, get_args
+from typing import Any, get_args
 
 from api.batch_parsing import CUSTOM_ID_MAX
 from api.parsing import JOB_FIELDS, MAX_MESSAGES, MESSAGE_ROLES

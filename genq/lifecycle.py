@@ -14,9 +14,10 @@ A job may carry:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 TTL_MAX_SECONDS = 7 * 24 * 3600
@@ -58,7 +59,7 @@ class Schedule:
         _check_int("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS_MAX)
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "Schedule":
+    def from_body(cls, body: Mapping[str, Any]) -> Schedule:
         """The schedule from a job body's top-level fields (absent or null: the default); raises ScheduleError."""
         given = {k: body[k] for k in SCHEDULE_FIELDS if body.get(k) is not None}
         return cls(**given)

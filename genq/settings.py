@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from genq.webhooks import AllowList, RetryPolicy
 from models.params import GenerationParams, ParamError
@@ -138,7 +139,7 @@ class Settings:
             )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from environment variables (os.environ by default); raises ConfigError."""
         env = os.environ if env is None else env
         models = dict(_builtin_models())

@@ -12,8 +12,9 @@ client's retry can succeed.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 

@@ -142,7 +142,7 @@ class JobSweeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "JobSweeper":
+    def start(self) -> JobSweeper:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="genq-sweeper", daemon=True)
             self._thread.start()

@@ -35,7 +35,7 @@ class KVCache:
 
     @classmethod
     def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
         """Zeros of that shape (max_len rounded up to whole SLOT_ALIGNs); on the CPU, memory the OS commits page
         by page as positions are first written, so a worker holds what its sequences reached, not
         n_slots x max_len (see _zeros_committed_on_write)."""

@@ -10,9 +10,10 @@ Templates are Jinja2 programs shipped with models (GGUF `tokenizer.chat_template
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jinja2
 import jinja2.ext

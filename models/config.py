@@ -7,8 +7,9 @@ the models that reuse those architectures (SmolLM). Anything else is refused at 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.gguf import GGUFFile
@@ -72,7 +73,7 @@ class ModelConfig:
         return "default" if self.rope_scaling is None else str(self.rope_scaling["rope_type"])
 
     @classmethod
-    def from_hf_config(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
+    def from_hf_config(cls, cfg: Mapping[str, Any]) -> ModelConfig:
         """Read a Hugging Face config.json (transformers 4.x `rope_scaling` or 5.x `rope_parameters` layout)."""
         architecture = _hf_architecture(cfg)
         act = cfg.get("hidden_act", cfg.get("hidden_activation", "silu"))
@@ -120,7 +121,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_gguf(cls, gguf: "GGUFFile") -> "ModelConfig":
+    def from_gguf(cls, gguf: GGUFFile) -> ModelConfig:
         """Read the `{arch}.*` metadata of a GGUF file (llama.cpp's names)."""
         arch = gguf.architecture
         if arch not in GGUF_ARCHITECTURES:

@@ -10,7 +10,7 @@ the pending tokens are held back.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from models.tokenizer import Tokenizer
 

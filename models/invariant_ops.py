@@ -70,7 +70,7 @@ class RowTiling:
     prefill_tile: int
 
     @classmethod
-    def for_step(cls, num_rows: int, num_decode: int, dtype: torch.dtype) -> "RowTiling":
+    def for_step(cls, num_rows: int, num_decode: int, dtype: torch.dtype) -> RowTiling:
         decode_tile, prefill_tile = TILE_HEIGHTS.get(dtype, TILE_HEIGHTS[torch.float32])
         return cls(num_rows, num_decode, decode_tile, prefill_tile)
 
@@ -80,7 +80,7 @@ class RowTiling:
         return [(lo, hi, tile) for lo, hi, tile in parts if hi > lo]
 
     @classmethod
-    def uniform(cls, num_rows: int, dtype: torch.dtype) -> "RowTiling":
+    def uniform(cls, num_rows: int, dtype: torch.dtype) -> RowTiling:
         """All rows in decode tiles (the LM head: a mix of decode rows and prompts' last rows)."""
         decode_tile = cls.for_step(num_rows, num_rows, dtype).decode_tile
         return cls(num_rows, num_rows, decode_tile, decode_tile)
@@ -116,7 +116,7 @@ def _apply(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _out_features(layer: nn.Module) -> int:
-    return int(getattr(layer, "out_features"))
+    return int(layer.out_features)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from models.echo import short
 
@@ -131,7 +132,7 @@ class GenerationParams:
         request: Mapping[str, Any] | None,
         model_defaults: Mapping[str, Any] | None = None,
         service_defaults: Mapping[str, Any] | None = None,
-    ) -> "GenerationParams":
+    ) -> GenerationParams:
         """Request over model generation config over service defaults; unknown request keys are refused.
 
         A sampled job without a seed gets one drawn here, so that its run can be repeated.
@@ -169,7 +170,7 @@ class GenerationParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GenerationParams":
+    def from_dict(cls, d: Mapping[str, Any]) -> GenerationParams:
         """Rebuild a stored (already resolved) record."""
         d = dict(d)
         d["stop"] = tuple(d.get("stop") or ())

@@ -5,8 +5,9 @@ submit a prompt that cannot fit, and it must count exactly the tokens the worker
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class PromptError(ValueError):

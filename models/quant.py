@@ -19,8 +19,9 @@ work without it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -138,7 +139,7 @@ def weight_bytes(module: nn.Module) -> int:
 
 def load_quantized_network(source: str | Path, quantization: str = "none", dtype: torch.dtype = torch.float32,
                            device: torch.device | str = "cpu",
-                           skip: Iterable[str] = DEFAULT_SKIP) -> tuple["ModelConfig", "LlamaNetwork"]:
+                           skip: Iterable[str] = DEFAULT_SKIP) -> tuple[ModelConfig, LlamaNetwork]:
     """`models.weights.load_network` with the model spec's quantization applied at load.
 
     The mode is checked before the weights are read. For a quantized mode the float weights are loaded on

@@ -9,12 +9,12 @@ Only byte-level BPE ("gpt2") vocabularies are supported; SentencePiece ("llama")
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tokenizers import AddedToken, Regex, decoders, pre_tokenizers
-from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import AddedToken, Regex, Tokenizer as HFTokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
 if TYPE_CHECKING:

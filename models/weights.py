@@ -12,8 +12,9 @@ order: llama.cpp's converter permutes them for its rotary layout (see `unpermute
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 

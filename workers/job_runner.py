@@ -19,7 +19,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from genq.lifecycle import DEADLINE_EXCEEDED
 from genq.store.db_retry import OutageLog, retry_while_unavailable

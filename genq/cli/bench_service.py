@@ -106,7 +106,7 @@ class _Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir = tempfile.TemporaryDirectory(prefix="genq-bench-")
 
-    def __enter__(self) -> "_Service":
+    def __enter__(self) -> _Service:
         self._proc = subprocess.Popen([sys.executable, "-m", "genq", "up", "--port", str(self.port)],
                                       cwd=self._dir.name, env=dict(os.environ), start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from genq.settings import ConfigError, Settings
 

@@ -12,7 +12,8 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from genq.store.db_errors import is_unavailable
 

@@ -11,7 +11,8 @@ is written only while its attempt still holds the job, so no late text of an old
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session

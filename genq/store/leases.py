@@ -9,9 +9,9 @@ compare-and-set transitions.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 

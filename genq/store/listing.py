@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
@@ -61,7 +62,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created)
         if not is_id(job_id) or when.tzinfo is None:
             raise ValueError("not a job id and a zoned time")
-        return when.astimezone(timezone.utc), job_id
+        return when.astimezone(UTC), job_id
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise CursorError("not a cursor from this API (use next_cursor as given)") from None
 

@@ -10,8 +10,8 @@ the observation. A sweeper declares a worker lost by settling its job or re-publ
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from genq.store.schema import Job
 

@@ -14,9 +14,10 @@ Outcomes:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import requests
 
@@ -75,7 +76,7 @@ def deliver(
     ValueError only for the caller's own mistakes (bad secret, message id or body type).
     `verify` is passed to requests (a CA bundle path in tests; never False in production).
     """
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     clock = time.monotonic()
     headers = {
         "user-agent": USER_AGENT,
@@ -86,7 +87,7 @@ def deliver(
     def done(
         outcome: AttemptOutcome, status: int | None, error: str | None, excerpt: str = "", retry_in: float | None = None
     ) -> Attempt:
-        finished_at = datetime.now(timezone.utc)
+        finished_at = datetime.now(UTC)
         return Attempt(
             number=attempt,
             started_at=started_at,

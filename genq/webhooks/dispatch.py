@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from celery import Celery
 
@@ -71,7 +71,7 @@ class DeliverySweeper:
         self._outage = OutageLog(log, "webhook sweep")
         self._thread = threading.Thread(target=self._run, name="genq-webhook-sweep", daemon=True)
 
-    def start(self) -> "DeliverySweeper":
+    def start(self) -> DeliverySweeper:
         self._thread.start()
         return self
 

@@ -10,7 +10,8 @@ delivery takes, the receiver sees one `webhook-id` for it and can deduplicate.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from genq.status import JobStatus
 from genq.webhooks.errors import WebhookValidationError

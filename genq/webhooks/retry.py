@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -38,8 +38,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000" dates come back naive; HTTP dates are always GMT
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -70,7 +70,7 @@ class RetryPolicy:
             raise ValueError(f"max_retry_after must be finite non-negative seconds, got {self.max_retry_after!r}")
 
     @classmethod
-    def from_config(cls, schedule: str | None, jitter: float = 0.0) -> "RetryPolicy":
+    def from_config(cls, schedule: str | None, jitter: float = 0.0) -> RetryPolicy:
         """Build from a comma-separated list of seconds ("5,300,1800"); None or "" means the default schedule."""
         if not schedule or not schedule.strip():
             return cls(DEFAULT_SCHEDULE, jitter)

@@ -15,7 +15,7 @@ import math
 import re
 import secrets as _secrets
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"
 # The specification asks for secrets of 24 to 64 bytes; we generate 32.

@@ -47,7 +47,7 @@ class AllowList:
     networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
-    def from_config(cls, value: str | None) -> "AllowList":
+    def from_config(cls, value: str | None) -> AllowList:
         """Parse a comma-separated list of IP addresses, CIDR networks and host names.
 
         Example: "127.0.0.1,10.0.0.0/8,::1,example.internal". Empty or None allows nothing extra.

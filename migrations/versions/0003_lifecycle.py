@@ -12,8 +12,8 @@ is exactly this revision's schema, so it is at head and nothing runs.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
@@ -45,7 +45,7 @@ def upgrade() -> None:
         batch.create_check_constraint("ck_jobs_status", _NEW_STATUSES)
     jobs = sa.table("jobs", sa.column("status", sa.String()), sa.column("lease_expires_at", _TS))
     op.execute(jobs.update().where(jobs.c.status == "running")
-               .values(lease_expires_at=datetime.now(timezone.utc) + _UPGRADE_LEASE))
+               .values(lease_expires_at=datetime.now(UTC) + _UPGRADE_LEASE))
     op.create_index("ix_jobs_model_status_priority", "jobs", ["model", "status", "priority", "created_at"])
     op.create_index("ix_jobs_status_lease", "jobs", ["status", "lease_expires_at"])
     op.create_table(

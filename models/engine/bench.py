@@ -15,8 +15,9 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from models.engine.types import GenerationRequest
 from models.params import GenerationParams

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from models.batch import KVCache
-from models.dtypes import CHOICES as DTYPE_CHOICES
-from models.dtypes import DTYPES, resolve_dtype
+from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
 from models.echo import clip
 from models.engine.admission import check_request, encode_request
 from models.engine.memory import default_kv_budget, release_freed_heap
@@ -91,7 +91,7 @@ class EngineConfig:
 class RequestHandle:
     """The submitter's view of one request: wait for its result, or cancel it."""
 
-    def __init__(self, engine: "Engine", seq: Sequence):
+    def __init__(self, engine: Engine, seq: Sequence):
         self._engine = engine
         self._seq = seq
         self._done = threading.Event()
@@ -211,7 +211,7 @@ class Engine:
             self._cancels.append(seq)
             self._cond.notify()
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         """Start the loop thread (once)."""
         with self._cond:
             if self._stopping:

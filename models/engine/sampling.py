@@ -16,8 +16,9 @@ masked sets and values as its Temperature/TopK/TopP/MinP warpers applied row by 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 

@@ -46,7 +46,7 @@ class Sequence:
         self.status = SeqStatus.WAITING
         self.slot: int | None = None
         self.num_computed = 0
-        self.generator: "torch.Generator | None" = None
+        self.generator: torch.Generator | None = None
         self.detokenizer = detokenizer
         self.stop = StopChecker(self.params, eos_token_ids)
         self.listener = listener

@@ -10,7 +10,7 @@ suffix of the text that is a prefix of some stop string is held back until it is
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from models.params import GenerationParams
 

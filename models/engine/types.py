@@ -1,8 +1,9 @@
 """What goes into the engine and what comes out: plain records, no torch."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from models.params import GenerationParams
 

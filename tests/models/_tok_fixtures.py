@@ -50,8 +50,8 @@ def write_gguf_variant(path: Path, *, model: str = "gpt2", pre: str | None = "ll
                        add_bos: bool | None = True, extra_tokens: tuple[tuple[str, int], ...] = ()) -> Path:
     """A GGUF holding the default model's vocabulary with other tokenizer settings and no weights
     worth the name (one tiny tensor), for the settings the default model does not exercise."""
-    import numpy as np
     import gguf
+    import numpy as np
 
     src = gguf_file()
     writer = gguf.GGUFWriter(str(path), src.architecture)

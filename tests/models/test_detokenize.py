@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tokenizers import AddedToken, decoders, models, normalizers, trainers
-from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, normalizers, trainers
 
 from models.detokenize import IncrementalDetokenizer
 from models.tokenizer import Tokenizer

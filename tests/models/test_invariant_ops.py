@@ -8,8 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.invariant_ops import (DECODE_KEY_BLOCK, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE, TILE_HEIGHTS, RowTiling,
-                                  attend, project)
+from models.invariant_ops import (
+    DECODE_KEY_BLOCK,
+    PREFILL_KEY_BLOCK,
+    PREFILL_QUERY_TILE,
+    TILE_HEIGHTS,
+    RowTiling,
+    attend,
+    project,
+)
 
 DTYPES = [torch.float32, torch.bfloat16]
 # (in, out) of the default model's projections: qkv, o, gate_up, down

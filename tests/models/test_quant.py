@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
-from models.quant import (QUANT_MODES, QuantizationError, check_quantization, load_quantized_network,
-                          quantize_network, weight_bytes)
+from models.quant import (
+    QUANT_MODES,
+    QuantizationError,
+    check_quantization,
+    load_quantized_network,
+    quantize_network,
+    weight_bytes,
+)
 
 HAVE_BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not HAVE_BNB, reason="bitsandbytes is not installed (pip install bitsandbytes)")

@@ -2,9 +2,9 @@
 broker no worker reads: for API behaviour whose tests count jobs and must not see other tests' jobs."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from e2e_helpers import ApiThread

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -83,7 +83,7 @@ def test_model_and_created_range_filters(api: Api) -> None:
     after = _create(api, run=run)
     window = {"metadata[run]": run, "created_after": before["created_at"], "created_before": after["created_at"]}
     assert _ids(_list(api, window)) == [middle["id"]]
-    naive_utc = datetime.fromisoformat(middle["created_at"]).astimezone(timezone.utc).replace(tzinfo=None)
+    naive_utc = datetime.fromisoformat(middle["created_at"]).astimezone(UTC).replace(tzinfo=None)
     since = {"metadata[run]": run, "created_after": (naive_utc - timedelta(microseconds=1)).isoformat()}
     assert _ids(_list(api, since)) == [after["id"], middle["id"]]  # a time without a zone is UTC
     assert len(_ids(_list(api, {"metadata[run]": run, "model": before["model"]}))) == 3

@@ -3,8 +3,8 @@ private PostgreSQL server this test stops), a database never migrated or behind 
 unreachable. /healthz reports each of them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from e2e_helpers import free_port

@@ -6,8 +6,9 @@ by hand, a client of an older API): each fails alone, with its own code, while t
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests

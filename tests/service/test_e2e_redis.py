@@ -2,7 +2,7 @@
 the real default model (SmolLM2-135M-Instruct)."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests

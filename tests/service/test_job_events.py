@@ -3,7 +3,7 @@ sequence per job. Real PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select

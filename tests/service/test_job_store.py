@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -23,7 +23,7 @@ def test_created_job_is_queued_with_utc_timestamps(store: JobStore) -> None:
     got = store.get(job.id)
     assert got is not None
     assert (got.status, got.attempts, got.client_metadata) == ("queued", 0, {"user": "u1"})
-    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == timezone.utc.utcoffset(None)
+    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == UTC.utcoffset(None)
     assert got.started_at is None and got.completed_at is None
 
 

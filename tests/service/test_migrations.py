@@ -2,8 +2,9 @@
 history: every revision has one predecessor, and an empty database goes to head and back to base step by step."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -111,7 +112,7 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_then_upgrade_works(empty_databas
 
 
 def test_jobs_running_at_the_lifecycle_upgrade_get_a_lease_to_finish_under(empty_database_url: str) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from sqlalchemy import text
 
@@ -120,7 +121,7 @@ def test_jobs_running_at_the_lifecycle_upgrade_get_a_lease_to_finish_under(empty
 
     migrate.upgrade(empty_database_url, "0001_jobs")
     engine = make_engine(empty_database_url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO jobs (id, status, model, input, params, attempts, created_at, updated_at) "

@@ -9,7 +9,8 @@ An event stream stays open while its job is live: schemathesis reads one for at 
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import hypothesis
 import pytest

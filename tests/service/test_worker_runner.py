@@ -5,7 +5,8 @@ so that each failure mode can be produced on demand; the real engine runs in the
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -1,13 +1,13 @@
 """Retries follow the Standard Webhooks schedule, only for failures that may pass, and honour Retry-After."""
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
 from genq.webhooks.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_retry_after
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_default_schedule_is_the_specification_one():

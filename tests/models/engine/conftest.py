@@ -15,7 +15,7 @@ def toy_engine_factory():
 
     engines = []
 
-    def make(network: Any = None, config: Any = None, **kw) -> "Engine":
+    def make(network: Any = None, config: Any = None, **kw) -> Engine:
         config = config or ToyConfig()
         kw.setdefault("max_len", 256)
         engine = Engine(network or ToyNetwork(config), config, ToyTokenizer(), ToyTemplate(), EngineConfig(**kw),

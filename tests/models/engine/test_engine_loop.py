@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from engine_toys import ALPHABET, ToyNetwork, ToyConfig
+from engine_toys import ALPHABET, ToyConfig, ToyNetwork
 
 from models.engine import EngineConfig
 from models.engine.engine import EngineConfigError

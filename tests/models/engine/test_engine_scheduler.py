@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from models.engine.scheduler import Scheduler
-from models.engine.sequence import Sequence, SeqStatus
+from models.engine.sequence import SeqStatus, Sequence
 from models.engine.slots import SlotManager, common_prefix_len
 from models.engine.types import GenerationRequest
 from models.params import GenerationParams
