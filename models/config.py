@@ -195,7 +195,8 @@ def _hf_architecture(cfg: Mapping[str, Any]) -> str:
 
 
 def _hf_rope(cfg: Mapping[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """(rope_theta, rope_scaling or None) from either layout: 4.x `rope_theta` + `rope_scaling`, 5.x `rope_parameters`."""
+    """(rope_theta, rope_scaling or None) from either layout: 4.x `rope_theta` + `rope_scaling`,
+    5.x `rope_parameters`."""
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     theta = float(params.pop("rope_theta", cfg.get("rope_theta", 10000.0)))
     rope_type = params.pop("rope_type", params.pop("type", "default"))

@@ -106,7 +106,7 @@ class Attention(nn.Module):
         b = step.num_decode
         if b:
             out[:b] = self._decode_attention(q[:b], k_cache, v_cache, step)
-        for (offset, slot, start, length), bias in zip(step.prefills, step.prefill_biases):
+        for (offset, slot, _start, length), bias in zip(step.prefills, step.prefill_biases, strict=True):
             out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_cache[slot],
                                                                   v_cache[slot], bias)
         return project(self.o_proj, out.view(n, h * hd), step.tiling)
@@ -271,7 +271,7 @@ class LlamaNetwork(nn.Module):
             decode_bias = bias[:, None, :].expand(-1, self.cfg.num_heads, -1).reshape(-1, group, decode_len)
 
         biases: list[torch.Tensor] = []
-        for offset, slot, start, length in plan.prefills:
+        for _offset, _slot, start, length in plan.prefills:
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
             q_pos = torch.arange(start, start + length, device=dev)

@@ -92,7 +92,7 @@ def layer_table(modes: list[str], device: str, rounds: int) -> None:
             want = reference.to(device)(x)
             for _ in range(rounds):
                 for mode in modes:
-                    best[mode] = min(best[mode], best_time(lambda: layers[mode](x), repeat=50))
+                    best[mode] = min(best[mode], best_time(lambda layer=layers[mode], x=x: layer(x), repeat=50))
             errors = {m: float((layers[m](x) - want).norm() / want.norm()) for m in modes}
         print(f"  B={b:2d}  " + "  ".join(f"{m} {best[m] * 1e3:6.3f} ms ({errors[m]:.3f})" for m in modes))
 
@@ -135,7 +135,7 @@ def main() -> None:
             load_s=load_s, total=weight_bytes(net), linears=linears,
             agree=float((logp.argmax(-1) == ref_logp.argmax(-1)).float().mean()),
             kl=float((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()),
-            same=sum(a == b for a, b in zip(greedy(net, prompt_ids, GREEDY_TOKENS), ref_greedy)))
+            same=sum(a == b for a, b in zip(greedy(net, prompt_ids, GREEDY_TOKENS), ref_greedy, strict=False)))
         nets[mode] = net
 
     # every mode's networks stay loaded and the rounds interleave them, so that a burst of load from other

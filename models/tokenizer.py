@@ -314,12 +314,12 @@ def _add_gguf_special_tokens(tk: HFTokenizer, tokens: list[str], types: Sequence
     # a "control" token spelled outside the byte alphabet is a llama.cpp mislabel; adding it would
     # grow the vocabulary past the model's embedding, so it is skipped (as transformers does)
     control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= spelled]
+               for t, ty in zip(tokens, types, strict=False) if ty == _CONTROL and set(t) <= spelled]
     if control:
         tk.add_special_tokens(control)
     vocab = tk.get_vocab(with_added_tokens=True)
     user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
+            for t, ty in zip(tokens, types, strict=False) if ty == _USER_DEFINED and t in vocab]
     if user:
         tk.add_tokens(user)
 

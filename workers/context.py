@@ -69,8 +69,8 @@ def worker_context(settings: Settings) -> WorkerContext:
                         publisher=publisher,
                     ),
                     keeper=LeaseKeeper(store, settings.lease_seconds),
-                    sweeper=JobSweeper(store, Publisher(sweeper_app), settings.sweep_interval, settings.republish_after,
-                                    confirm_lost_after(settings.lease_seconds)),
+                    sweeper=JobSweeper(store, Publisher(sweeper_app), settings.sweep_interval,
+                                       settings.republish_after, confirm_lost_after(settings.lease_seconds)),
                 )
                 _contexts[key] = ctx
     return ctx

@@ -188,7 +188,9 @@ class _OutcomeWriter:
             won = self._store_as(JobStatus.CANCELED, None,
                                  lambda: self._store.cancel(job_id, attempt=attempt, **output))
             return JobOutcome.CANCELED if won else JobOutcome.SKIPPED
-        if not self._store_as(JobStatus.SUCCEEDED, None, lambda: self._store.succeed(job_id, attempt=attempt, **output)):
+        succeeded = self._store_as(JobStatus.SUCCEEDED, None,
+                                   lambda: self._store.succeed(job_id, attempt=attempt, **output))
+        if not succeeded:
             log.info("job %s was no longer running under attempt %d when its result arrived (canceled or taken "
                      "over)", job_id, attempt)
             return JobOutcome.SKIPPED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -45,7 +46,7 @@ class SecretStore:
             self._insert(1)
             rows = self._latest()
         out = [SecretInfo(rows[0].id, rows[0].secret, rows[0].created_at, None)]
-        for successor, row in zip(rows, rows[1:]):
+        for successor, row in pairwise(rows):
             until = successor.created_at + self.grace
             if until <= now:
                 break

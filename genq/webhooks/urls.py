@@ -65,7 +65,8 @@ class AllowList:
                 continue
             except ValueError as e:
                 if "/" in literal or ":" in literal:
-                    raise ValueError(f"webhook allow-list entry {entry!r} is not a valid address or network: {e}")
+                    raise ValueError(
+                        f"webhook allow-list entry {entry!r} is not a valid address or network: {e}") from None
             name = _normalize_hostname(entry)
             if name is None:
                 raise ValueError(f"webhook allow-list entry {entry!r} is not an address, network or host name")

@@ -303,7 +303,7 @@ class Engine:
         self.timings["sample"] += t3 - t2
         if not rows:  # only unfinished prompt chunks this step
             return
-        for seq, choice in zip(rows, sampled):
+        for seq, choice in zip(rows, sampled, strict=True):
             if choice is None or seq.status is SeqStatus.FINISHED:
                 continue
             self._isolated(seq, self._collect, seq, *choice)
@@ -323,7 +323,7 @@ class Engine:
         raises by itself fails its sequence (None in its place), and the others keep their tokens."""
         try:
             out = self.sampler.sample(logits, rows)
-            return list(zip(out.token_ids, out.logprobs))
+            return list(zip(out.token_ids, out.logprobs, strict=True))
         except Exception:
             log.warning("sampling a step of %d rows failed; sampling them one by one", len(rows), exc_info=True)
         choices: list[tuple[int, TokenLogprob | None] | None] = []

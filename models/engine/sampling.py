@@ -217,7 +217,7 @@ class Sampler:
         chosen_l, top_vl, top_il = chosen.tolist(), top_v.tolist(), top_i.tolist()
         for j, i in enumerate(wanted):
             n = rows[i].params.logprobs or 0
-            out[i] = TokenLogprob(chosen_l[j], list(zip(top_il[j][:n], top_vl[j][:n])))
+            out[i] = TokenLogprob(chosen_l[j], list(zip(top_il[j][:n], top_vl[j][:n], strict=True)))
         return out
 
 

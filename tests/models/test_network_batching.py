@@ -51,7 +51,7 @@ def test_decoding_together_in_scattered_slots_matches_each_sequence_alone(net, p
     steps = 12
     cache = garbage_cache(net, 8)
     nexts = []
-    for prompt, slot in zip(PROMPTS, SLOTS):
+    for prompt, slot in zip(PROMPTS, SLOTS, strict=True):
         nexts.append(int(net(plans.prefill(prompt, slot), cache)[0].argmax()))
     generated = [[t] for t in nexts]
     together = [[] for _ in PROMPTS]
@@ -107,11 +107,11 @@ def test_prefill_in_chunks_equals_prefill_in_one_go(net, plans, chunk):
 def test_consecutive_and_scattered_decode_slots_give_the_same_logits(net, plans, slots):
     # consecutive slots are attended in place, dense ones through a slice with idle rows, sparse ones gathered
     results = []
-    for slots in ([0, 1, 2, 3], slots):
+    for layout in ([0, 1, 2, 3], slots):
         cache = garbage_cache(net, 32)
-        for prompt, slot in zip(PROMPTS, slots):
+        for prompt, slot in zip(PROMPTS, layout, strict=True):
             net(plans.prefill(prompt, slot), cache)
-        results.append(net(plans.decode([5, 6, 7, 8], [len(p) for p in PROMPTS], slots), cache))
+        results.append(net(plans.decode([5, 6, 7, 8], [len(p) for p in PROMPTS], layout), cache))
     torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-6)
 
 

@@ -62,7 +62,8 @@ def write_gguf(path: Path, arch: str, model: torch.nn.Module, drop: tuple[str, .
         gname = f"blk.{parts[1]}.{names[parts[2]]}.{kind}" if parts[0] == "layers" else f"{names[stem]}.{kind}"
         array = tensor.numpy().astype(np.float32)
         if arch == "llama" and stem.endswith(("q_proj", "k_proj")):
-            array = llama_cpp_permute(array, c.num_attention_heads if stem.endswith("q_proj") else c.num_key_value_heads)
+            heads = c.num_attention_heads if stem.endswith("q_proj") else c.num_key_value_heads
+            array = llama_cpp_permute(array, heads)
         if gname not in drop:
             w.add_tensor(gname, array)
     w.write_header_to_file()

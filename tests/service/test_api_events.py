@@ -283,7 +283,8 @@ def test_one_poller_serves_every_stream_holding_no_connection_while_they_wait(ap
                 got.append([(f["id"], f["event"], f["data"]) for f in read_sse(response) if "event" in f])
         assert all(g == got[0] for g in got)  # every stream of a job saw the same events
         assert [e[1] for e in got[0]][-2:] == ["status", "done"]
-        assert "".join(e[2]["text"] for e in got[0] if e[1] == "delta") == "".join(f"{job_id[:4]}-{i} " for i in range(10))
+        joined = "".join(e[2]["text"] for e in got[0] if e[1] == "delta")
+        assert joined == "".join(f"{job_id[:4]}-{i} " for i in range(10))
     for player in players:
         player.join()
     sink.stop()

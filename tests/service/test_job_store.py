@@ -105,11 +105,11 @@ def test_concurrent_claimers_on_separate_connections_win_exactly_once(database_u
             barrier = threading.Barrier(n)
             wins: list[bool] = [False] * n
 
-            def claim(i: int) -> None:
+            def claim(i: int, barrier: threading.Barrier, wins: list[bool], job_id: str) -> None:
                 barrier.wait()
-                wins[i] = stores[i].claim(job.id, f"w{i}") is not None
+                wins[i] = stores[i].claim(job_id, f"w{i}") is not None
 
-            threads = [threading.Thread(target=claim, args=(i,)) for i in range(n)]
+            threads = [threading.Thread(target=claim, args=(i, barrier, wins, job.id)) for i in range(n)]
             for t in threads:
                 t.start()
             for t in threads:

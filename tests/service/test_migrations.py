@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_the_history_is_one_line_with_no_empty_merge() -> None:
     revisions = list(scripts.walk_revisions())  # head first
     assert [r.revision for r in revisions] == ["0003_events_lifecycle", "0002_events", "0001_jobs"]
     assert scripts.get_heads() == ["0003_events_lifecycle"] and scripts.get_bases() == ["0001_jobs"]
-    for newer, older in zip(revisions, revisions[1:]):
+    for newer, older in pairwise(revisions):
         assert newer.down_revision == older.revision  # one predecessor each: no branch, no merge
     assert not any(r.is_merge_point or r.is_branch_point for r in revisions)
 

@@ -128,7 +128,8 @@ def test_a_sweeper_counts_a_worker_lost_only_once_it_saw_the_lease_stay_expired(
     assert len(_messages(settings, retried.id)) == 1 and store.claim(retried.id, "w2").attempt == 2
 
 
-def test_a_lease_renewed_after_an_outage_keeps_its_job(store: JobStore, publisher: Publisher, settings: Settings) -> None:
+def test_a_lease_renewed_after_an_outage_keeps_its_job(store: JobStore, publisher: Publisher,
+                                                       settings: Settings) -> None:
     job = _job(store, max_attempts=1)
     claim = store.claim(job.id, "w1", lease_seconds=30)
     _age(store, job.id, 60, lease_expires_at=utcnow() - timedelta(seconds=20))  # nobody could renew it

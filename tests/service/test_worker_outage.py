@@ -117,7 +117,8 @@ def test_a_result_finished_while_the_database_is_down_is_stored_once_it_is_back(
         after = run("w3")
         for thread in (first, during, after):
             thread.join(60)
-        assert [t.outcome for t in (first, during, after)] == [JobOutcome.SUCCEEDED, JobOutcome.SKIPPED, JobOutcome.SKIPPED]
+        outcomes = [t.outcome for t in (first, during, after)]
+        assert outcomes == [JobOutcome.SUCCEEDED, JobOutcome.SKIPPED, JobOutcome.SKIPPED]
         time.sleep(1.5)  # a few more sweeps with the database back change nothing
     finally:
         sweeper.stop()
