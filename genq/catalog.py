@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from genq.model_limits import count_prompt_tokens, model_shape
@@ -98,7 +99,7 @@ class Catalog:
         return GenerationParams.resolve(request, model.generation_defaults, self.settings.generation_defaults)
 
 
-def _read_json(path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _read_json(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict):

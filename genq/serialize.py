@@ -23,7 +23,7 @@ def job_to_dict(job: Job, queue: QueueInfo | None = None) -> dict[str, Any]:
     """`output` is set once the job succeeded (or was canceled or failed with partial output); `error` once it
     failed. `queue`: the queued job's position and estimated wait (genq.store.listing.queue_info); without it both
     are null."""
-    output = None
+    output: dict[str, Any] | None = None
     if job.status == JobStatus.SUCCEEDED.value or (job.status in _PARTIAL_OUTPUT and job.output_text):
         output = {
             "text": job.output_text,

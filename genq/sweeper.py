@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, update
 from genq.broker import Publisher, PublishError
 from genq.lifecycle import republish_due
 from genq.status import JobStatus
+from genq.store.db import rows_matched
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
 from genq.store.idempotency import delete_expired_keys
@@ -84,7 +85,8 @@ def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: da
             report.settled += 1
         elif job.cancel_requested_at is None and job.attempts < job.max_attempts and (
             job.published_at is None
-            or job.published_at < job.lease_expires_at  # not yet re-published since its worker was lost
+            or (job.lease_expires_at is not None  # (it is: the query took jobs whose lease expired)
+                and job.published_at < job.lease_expires_at)  # not yet re-published since its worker was lost
             or republish_due(now, job.created_at, job.published_at, republish_after)
         ):
             report.republished += _republish(store, publisher, job, now)
@@ -109,7 +111,7 @@ def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -
         .values(published_at=now)
     )
     with store.sessions.begin() as session:
-        if session.execute(stmt, execution_options={"synchronize_session": False}).rowcount != 1:
+        if rows_matched(session.execute(stmt, execution_options={"synchronize_session": False})) != 1:
             return False
     try:
         publisher.publish(job.id, job.model, job.priority)

@@ -6,6 +6,7 @@ migrations run with the same SQLite pragmas and PostgreSQL driver as the service
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from genq.store.db import make_engine
 from genq.store.schema import Base
@@ -14,7 +15,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -42,7 +43,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:  # genq.store.migrate always sets it
+        raise RuntimeError("no sqlalchemy.url: run migrations through genq.store.migrate (genq db upgrade)")
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -47,7 +47,7 @@ class _RaisedByTemplate(jinja2.exceptions.TemplateError):
 class ChatTemplate:
     """A compiled chat template; `source=None` means ChatML."""
 
-    def __init__(self, source: str | None, bos_token: str = "", eos_token: str = ""):
+    def __init__(self, source: str | None, bos_token: str | None = "", eos_token: str | None = ""):
         if source is not None and not isinstance(source, str):
             raise ChatTemplateError("chat_template", "must be a string")
         self.source = CHATML_TEMPLATE if source is None else source

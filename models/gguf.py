@@ -85,7 +85,7 @@ class GGUFFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
-        cur = _Cursor(memoryview(self._data))
+        cur = _Cursor(self._data.data)  # a memoryview of the mapped file
         if bytes(self._data[:4]) != _MAGIC:
             raise GGUFError(f"{self.path} is not a GGUF file")
         cur.pos = 4

@@ -116,7 +116,10 @@ def _apply(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _out_features(layer: nn.Module) -> int:
-    return int(layer.out_features)
+    features: object = getattr(layer, "out_features", None)  # a Linear's, or a quantized Linear's
+    if not isinstance(features, int):
+        raise TypeError(f"project: {type(layer).__name__} has no out_features")
+    return features
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,

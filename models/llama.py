@@ -140,17 +140,20 @@ class Attention(nn.Module):
         reductions are at fixed shapes (models/invariant_ops.py).
         """
         kvh, group, hd, length = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, step.decode_len
+        bias = step.decode_bias
+        if bias is None:  # set by _prepare whenever the step decodes
+            raise RuntimeError("decode attention for a step without decode tokens")
         if step.decode_rows is None:
             rows_q = q
         else:
-            rows_q = q.new_zeros(step.decode_bias.shape[0] // kvh, self.n_heads, hd)
+            rows_q = q.new_zeros(bias.shape[0] // kvh, self.n_heads, hd)
             rows_q[step.decode_rows] = q
         r = rows_q.shape[0]
         # (R, KV, len, hd) -> (R * KV, len, hd): a view of the cache when decode_slots is a slice, since a
         # slot's stride is KV times a head's
         k = k_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
         v = v_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
-        o = attend(rows_q.view(r * kvh, group, hd), k, v, step.decode_bias, hd ** -0.5, DECODE_KEY_BLOCK)
+        o = attend(rows_q.view(r * kvh, group, hd), k, v, bias, hd ** -0.5, DECODE_KEY_BLOCK)
         o = o.view(r, self.n_heads, hd)
         return o if step.decode_rows is None else o[step.decode_rows]
 
@@ -195,11 +198,12 @@ class LlamaNetwork(nn.Module):
         """The LM head as a Linear (a view of the embedding matrix when the model ties them)."""
         if self.lm_head is not None:
             return self.lm_head
-        if getattr(self, "_tied_head", None) is None or self._tied_head.weight is not self.embed_tokens.weight:
+        head = self.__dict__.get("_tied_head")  # kept out of the submodules: no second copy in state_dict
+        if not isinstance(head, nn.Linear) or head.weight is not self.embed_tokens.weight:
             head = nn.Linear(self.cfg.hidden_size, self.cfg.vocab_size, bias=False, device="meta")
             head.weight = self.embed_tokens.weight
-            object.__setattr__(self, "_tied_head", head)  # not a submodule: no second copy in state_dict
-        return self._tied_head
+            self.__dict__["_tied_head"] = head
+        return head
 
     @property
     def device(self) -> torch.device:

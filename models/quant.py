@@ -159,7 +159,7 @@ def load_quantized_network(source: str | Path, quantization: str = "none", dtype
 
 
 def _swap(bnb: Any, linear: nn.Linear, mode: str, device: torch.device, compute_dtype: torch.dtype,
-          int8_threshold: float) -> nn.Module:
+          int8_threshold: float) -> nn.Linear:
     """The bitsandbytes layer for `linear`, its weight quantized onto `device`, in the same train/eval mode."""
     weight = linear.weight.detach()
     bias = linear.bias is not None
@@ -179,7 +179,7 @@ def _swap(bnb: Any, linear: nn.Linear, mode: str, device: torch.device, compute_
     return layer.train(linear.training)
 
 
-def _validated(layer: nn.Module, name: str, mode: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def _validated(layer: nn.Linear, name: str, mode: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Run `layer` on one row and on three rows (single-token and batched kernels differ) or refuse it."""
     hint = ""
     if device.type == "cpu" and mode in ("nf4", "fp4"):

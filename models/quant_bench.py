@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ def layer_table(modes: list[str], device: str, rounds: int) -> None:
             want = reference.to(device)(x)
             for _ in range(rounds):
                 for mode in modes:
-                    best[mode] = min(best[mode], best_time(lambda layer=layers[mode], x=x: layer(x), repeat=50))
+                    best[mode] = min(best[mode], best_time(partial(layers[mode], x), repeat=50))
             errors = {m: float((layers[m](x) - want).norm() / want.norm()) for m in modes}
         print(f"  B={b:2d}  " + "  ".join(f"{m} {best[m] * 1e3:6.3f} ms ({errors[m]:.3f})" for m in modes))
 

@@ -43,15 +43,15 @@ def inverse_frequencies(cfg: ModelConfig) -> torch.Tensor:
     """(head_dim/2,) float32 inverse frequencies for positions below max_position_embeddings."""
     inv_freq = _default_inv_freq(cfg.rope_theta, cfg.head_dim)
     if cfg.rope_type == "linear":
-        inv_freq = inv_freq / cfg.rope_scaling["factor"]
+        inv_freq = inv_freq / (cfg.rope_scaling or {})["factor"]
     elif cfg.rope_type == "llama3":
-        inv_freq = _llama3_inv_freq(inv_freq, cfg.rope_scaling)
+        inv_freq = _llama3_inv_freq(inv_freq, cfg.rope_scaling or {})
     return inv_freq
 
 
 def _dynamic_inv_freq(cfg: ModelConfig, seq_len: torch.Tensor) -> torch.Tensor:
     """(P, head_dim/2) inverse frequencies for sequences of lengths `seq_len` (P, 1) int64 (NTK-aware theta)."""
-    factor, dim, max_pos = cfg.rope_scaling["factor"], cfg.head_dim, cfg.max_position_embeddings
+    factor, dim, max_pos = (cfg.rope_scaling or {})["factor"], cfg.head_dim, cfg.max_position_embeddings
     seq_len = torch.maximum(seq_len, torch.tensor(max_pos, dtype=seq_len.dtype))
     theta = cfg.rope_theta * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2))  # (P, 1)
     return _default_inv_freq(theta, dim)

@@ -203,7 +203,7 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, not {type(text).__name__}")
         ids = self._tk.encode(text, add_special_tokens=False).ids
-        if add_special_tokens and self._add_bos:
+        if add_special_tokens and self._add_bos and self._bos_id is not None:
             return [self._bos_id, *ids]
         return ids
 

@@ -27,10 +27,10 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
     sweep in this process.
     """
     app = make_celery(settings, main="genq-worker")
-    app.genq_settings = settings  # type: ignore[attr-defined]
-    app.genq_preload = list(preload)  # type: ignore[attr-defined]
-    app.genq_ready_file = None  # type: ignore[attr-defined]
-    app.genq_sweep = False  # type: ignore[attr-defined]
+    app.genq_settings = settings
+    app.genq_preload = list(preload)
+    app.genq_ready_file = None
+    app.genq_sweep = False
     job_tasks.register(app)
     webhook_tasks.register(app)
     return app
@@ -52,11 +52,11 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     names = getattr(app, "genq_preload", [])
     ready_file = getattr(app, "genq_ready_file", None)
-    if not names:
+    if app is None or not names:
         if ready_file:
             write_readiness(ready_file, [])
         return
-    host = worker_context(app.genq_settings).host  # type: ignore[union-attr]
+    host = worker_context(app.genq_settings).host
 
     def load() -> None:
         for name in names:
@@ -80,7 +80,7 @@ _sweepers: list[Any] = []
 def _start_webhook_sweep(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if getattr(app, "genq_sweep", False):
-        _sweepers.append(webhook_tasks.start_sweeper(app))  # type: ignore[arg-type]
+        _sweepers.append(webhook_tasks.start_sweeper(app))
 
 
 @worker_shutdown.connect

@@ -23,7 +23,7 @@ def register(app: Celery) -> Task:
 
 def start_sweeper(app: Celery) -> DeliverySweeper:
     """Start publishing due deliveries that have no message, every GENQ_WEBHOOK_SWEEP_MS."""
-    ctx = worker_context(app.genq_settings)  # type: ignore[attr-defined]
+    ctx = worker_context(app.genq_settings)
     webhooks = ctx.webhooks
     if webhooks.publisher is None:
         raise RuntimeError("the worker context has no webhook publisher")

@@ -134,9 +134,9 @@ def _worker(args: argparse.Namespace) -> int:
     from genq.webhooks.dispatch import WEBHOOK_QUEUE
     from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
 
-    app.genq_preload = names if serve_models and not args.no_preload else []  # type: ignore[attr-defined]
-    app.genq_sweep = serve_webhooks  # type: ignore[attr-defined]
-    app.genq_ready_file = args.ready_file  # type: ignore[attr-defined]
+    app.genq_preload = names if serve_models and not args.no_preload else []
+    app.genq_sweep = serve_webhooks
+    app.genq_ready_file = args.ready_file
     model_queues = [queue_name(n) for n in names] if serve_models else []
     queues = ",".join(model_queues + ([WEBHOOK_QUEUE] if serve_webhooks else []))
     app.worker_main([

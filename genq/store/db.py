@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,7 +60,13 @@ def ping(engine: Engine) -> None:
         conn.execute(text("SELECT 1"))
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def rows_matched(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE run through a Session matched. Session.execute is typed as returning
+    a Result; for these statements it is a CursorResult, which counts them."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the API read while a worker writes; the busy timeout makes writers wait instead of failing.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from genq.store.db import rows_matched
 from genq.store.jobs import JobStore
 from genq.store.schema import IdempotencyKey, Job, utcnow
 
@@ -64,7 +65,7 @@ def delete_expired_keys(store: JobStore, now: datetime | None = None) -> int:
     with store.sessions.begin() as session:
         result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff),
                                  execution_options={"synchronize_session": False})
-        return result.rowcount or 0
+        return rows_matched(result) or 0
 
 
 def key_row(key: str, job_id: str, body_hash: str, now: datetime) -> IdempotencyKey:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_id, new_id
 from genq.serialize import job_to_dict
+from genq.store.db import rows_matched
 from genq.store.schema import Job, WebhookAttempt, WebhookDelivery, utcnow
 from genq.webhooks import Attempt, events_for_status, message_id
 from genq.webhooks.events import DEFAULT_EVENTS_FILTER
@@ -104,7 +105,7 @@ class DeliveryStore:
             .values(locked_until=now + timedelta(seconds=lease_s), updated_at=now)
         )
         with self._sessions.begin() as session:
-            if session.execute(stmt, execution_options={"synchronize_session": False}).rowcount != 1:
+            if rows_matched(session.execute(stmt, execution_options={"synchronize_session": False})) != 1:
                 return None
             return session.get(WebhookDelivery, delivery_id)
 
@@ -191,7 +192,7 @@ class DeliveryStore:
             ))
 
 
-def _attemptable(now: datetime):  # type: ignore[no-untyped-def]
+def _attemptable(now: datetime) -> ColumnElement[bool]:
     """Pending, due, and not leased by an attempt in flight."""
     return and_(
         WebhookDelivery.status == PENDING,

@@ -153,7 +153,7 @@ def check_resolved(host: str, port: int, allow: AllowList) -> list[IPAddress]:
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canonname, sockaddr in infos:
         # sockaddr[0] of an IPv6 link-local result may carry a zone ("fe80::1%eth0").
-        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if not forbidden_ok and is_forbidden_address(address) and not allow.allows_address(address):
             raise WebhookURLError(
                 "webhook_url_forbidden", f"host {host!r} resolves to {address}, which is not a public address"

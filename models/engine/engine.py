@@ -356,6 +356,8 @@ class Engine:
         reason = seq.stop.check_token(token_id, n)
         delta = ""
         if reason is None:
+            if seq.detokenizer is None:  # the engine gives every sequence one (_detokenizer)
+                raise RuntimeError(f"{seq!r} has no detokenizer")
             delta, hit = seq.stop.push_text(seq.detokenizer.push(token_id), n)
             if hit:
                 reason = "stop"

@@ -46,15 +46,15 @@ class ModelRunner:
             rows.append(len(tokens))
             tokens.append(seq.last_token())
             positions.append(seq.num_computed)
-            slots.append(seq.slot)
+            slots.append(seq.held_slot)
         prefills = []
         for chunk in step.prefills:
             seq, start, n = chunk.seq, chunk.start, chunk.length
             offset = len(tokens)
-            prefills.append((offset, seq.slot, start, n))
+            prefills.append((offset, seq.held_slot, start, n))
             tokens.extend(seq.prompt_ids[start:start + n])
             positions.extend(range(start, start + n))
-            slots.extend([seq.slot] * n)
+            slots.extend([seq.held_slot] * n)
             if chunk.completes_prompt:
                 rows.append(offset + n - 1)
 

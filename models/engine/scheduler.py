@@ -92,13 +92,13 @@ class Scheduler:
             self._admit(step, seq)
             budget -= self._chunk(step, seq, budget)
         self._compact(step)
-        step.decodes.sort(key=lambda s: s.slot)
+        step.decodes.sort(key=lambda s: s.held_slot)
         return step
 
     def _compact(self, step: ScheduledStep) -> None:
         """Move decoding sequences into slots 0..d-1 (d of them), by prefix copies made before the forward."""
         d = len(step.decodes)
-        high = sorted((s for s in step.decodes if s.slot >= d), key=lambda s: s.slot, reverse=True)
+        high = sorted((s for s in step.decodes if s.held_slot >= d), key=lambda s: s.held_slot, reverse=True)
         if not high:
             return
         by_slot = {s.slot: s for s in self.running}
@@ -123,12 +123,12 @@ class Scheduler:
     def _move(self, step: ScheduledStep, seq: Sequence, dst: int) -> None:
         self.slots.take(dst)
         if seq.num_computed:
-            step.copies.append((seq.slot, dst, seq.num_computed))
-        self.slots.release(seq.slot, seq.token_ids(seq.num_computed))  # it still holds those tokens
+            step.copies.append((seq.held_slot, dst, seq.num_computed))
+        self.slots.release(seq.held_slot, seq.token_ids(seq.num_computed))  # it still holds those tokens
         seq.slot = dst
 
     def _admit(self, step: ScheduledStep, seq: Sequence) -> None:
-        lenders = [(s.slot, s.token_ids(s.num_computed)) for s in self.running if s.num_computed]
+        lenders = [(s.held_slot, s.token_ids(s.num_computed)) for s in self.running if s.num_computed]
         grant = self.slots.acquire(seq.prompt_ids, lenders)
         if grant.copy is not None:
             step.copies.append((grant.copy[0], grant.slot, grant.copy[1]))
@@ -157,7 +157,7 @@ class Scheduler:
         unless keep_cache is False."""
         if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
-            self.slots.release(seq.slot, seq.token_ids(seq.num_computed) if keep_cache else ())
+            self.slots.release(seq.held_slot, seq.token_ids(seq.num_computed) if keep_cache else ())
         elif seq.status is SeqStatus.WAITING:
             try:
                 self.waiting.remove(seq)

@@ -44,7 +44,7 @@ class Sequence:
         self.prompt_ids = list(prompt_ids)
         self.output_ids: list[int] = []
         self.status = SeqStatus.WAITING
-        self.slot: int | None = None
+        self.slot: int | None = None  # the KV slot while running (held_slot); None while waiting
         self.num_computed = 0
         self.generator: torch.Generator | None = None
         self.detokenizer = detokenizer
@@ -74,6 +74,13 @@ class Sequence:
     @property
     def text(self) -> str:
         return self.stop.text
+
+    @property
+    def held_slot(self) -> int:
+        """The slot of a running sequence; a waiting one holds none (RuntimeError)."""
+        if self.slot is None:
+            raise RuntimeError(f"{self!r} holds no slot")
+        return self.slot
 
     def __repr__(self) -> str:
         return (f"Sequence({self.request_id!r}, {self.status.value}, slot={self.slot}, "

@@ -67,8 +67,8 @@ class SlotManager:
                 n = common_prefix_len(tokens, prompt_ids, limit)
                 if n > best_free_len:
                     best_free, best_free_len = slot, n
-            for slot, tokens in running:
-                n = common_prefix_len(tokens, prompt_ids, limit)
+            for slot, computed in running:
+                n = common_prefix_len(computed, prompt_ids, limit)
                 if n > best_run_len:
                     best_run, best_run_len = slot, n
         if best_free is not None and best_free_len >= max(self.min_prefix, best_run_len):
