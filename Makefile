@@ -1,4 +1,5 @@
-# genq: `make up` runs the whole service on embedded defaults; `make test` runs the test suite.
+# genq: `make up` runs the whole service on embedded defaults; `make test` runs the static checks (ruff, mypy)
+# and the test suite: everything CI runs.
 # Needs only Python 3.11 on a fresh machine (PYTHON=... to choose it); the tests also need PostgreSQL and Redis.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -30,6 +31,8 @@ up: install
 	$(BIN)/genq up
 
 test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -63,3 +63,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
     assert "make test" in ci and "make test" in (ROOT / "README.md").read_text()
+
+
+def test_the_test_command_runs_ruff_and_mypy_before_the_tests() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe is not None
+    steps = [line.strip() for line in recipe.group(1).splitlines()]
+    assert [s.split()[0].rsplit("/", 1)[-1] for s in steps] == ["ruff", "mypy", "python"]
+    assert steps[0].endswith("ruff check .") and "-m pytest" in steps[2]
+    test_extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert {"ruff", "mypy"} <= {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0] for r in test_extras}
