@@ -34,6 +34,14 @@ ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 REPUBLISH_BACKOFF_CAP = timedelta(hours=1)
 
 
+@dataclass(frozen=True)
+class QueueInfo:
+    """Where a queued job stands: computed by genq.store.listing.queue_info, shown on the job object."""
+
+    position: int  # queued jobs of the same model ahead of this one
+    estimated_wait_seconds: float | None
+
+
 class ScheduleError(ValueError):
     """A scheduling field is out of range or of the wrong type; `field` names it."""
 

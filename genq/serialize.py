@@ -1,22 +1,14 @@
 """The job object as the API shows it and webhooks send it (here, not in api/, so workers can make it too)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
 from genq.store.schema import Job
 
 _PARTIAL_OUTPUT = (JobStatus.CANCELED.value, JobStatus.FAILED.value)  # canceled, or stopped at its deadline
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """Where a queued job stands (genq.store.listing.queue_info computes it)."""
-
-    position: int  # queued jobs of the same model ahead of this one
-    estimated_wait_seconds: float | None
 
 
 def job_to_dict(job: Job, queue: QueueInfo | None = None) -> dict[str, Any]:

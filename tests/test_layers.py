@@ -11,6 +11,13 @@ those inside functions and under TYPE_CHECKING, since each one is a dependency a
     genq/webhooks/ signing, URL rules, retry, transport, delivery and events: no database code (the outbox,
                  dispatch, delivery runner and secret store are the webhook modules that use the database)
 
+Inside genq, from the bottom up:
+    genq.ids, genq.status, genq.lifecycle   the vocabulary: import nothing of the project
+    genq.store    the persistence layer: the vocabulary and the migrations package only, except that a status
+                  change creates the webhook outbox rows it fires in its own transaction
+                  (genq.store.transition_effects -> genq.webhooks.outbox)
+    the rest      settings, broker, catalog, serialize, submit, sweeper, genq.webhooks: on the layers below
+
 and no module imports itself back through others (no import cycle).
 """
 from __future__ import annotations
@@ -121,6 +128,21 @@ def test_only_the_command_line_imports_the_command_line() -> None:
 
 def test_the_api_and_the_workers_never_import_each_other() -> None:
     assert _violations({"api": ("api", "genq", "models"), "workers": ("workers", "genq", "models")}) == []
+
+
+VOCABULARY = ("genq.ids", "genq.status", "genq.lifecycle")
+
+
+def test_the_vocabulary_imports_nothing_of_the_project() -> None:
+    assert _violations({v: () for v in VOCABULARY}) == []
+
+
+def test_the_persistence_layer_imports_only_the_vocabulary_and_the_outbox_its_transitions_fill() -> None:
+    assert _violations({
+        "genq.store.transition_effects": ("genq.store", *VOCABULARY, "genq.webhooks.outbox"),
+        "genq.store.migrate": ("genq.store", "migrations"),
+        "genq.store": ("genq.store", *VOCABULARY),
+    }) == []
 
 
 def test_migrations_import_only_the_persistence_layer() -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, se
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
-from genq.serialize import QueueInfo
+from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
 from genq.store.jobs import JobStore
 from genq.store.schema import Job, utcnow
