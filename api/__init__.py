@@ -1,4 +1,10 @@
-"""The Flask API: `create_app(settings)` builds it; `genq api` serves it."""
+"""The Flask API: `create_app(settings)` builds it; `genq api` serves it.
+
+One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `batches`, `webhooks`,
+`models`, `health`, `openapi`); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
+call the core and answer, every error in one shape (`errors`). It imports `genq` and `models.params`, never
+`workers` or torch.
+"""
 from __future__ import annotations
 
 from flask import Flask

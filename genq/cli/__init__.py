@@ -1,1 +1,4 @@
-"""The `genq` command line and the process supervisor (see the README's architecture section)."""
+"""The `genq` command line (`main`: db, api, worker, up, sweep, check, bench), the `genq up` process supervisor
+and the through-the-service benchmark. It stands apart from the core it drives: it is the one part of genq
+that imports `api` and `workers` (to start them), and nothing else in genq imports it.
+"""

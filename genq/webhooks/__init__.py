@@ -1,6 +1,8 @@
-"""Signed webhooks, without a database: signing, URL rules, retry schedule, one delivery attempt, events.
-
-The service stores jobs' webhook settings and every `Attempt`; these modules decide and do the rest.
+"""Everything about webhooks: which events a status change fires (`events`), signing (`signing`), URL safety
+(`urls`, `transport`), the retry schedule (`retry`) and one signed HTTP attempt (`deliver`) need no database;
+the outbox of deliveries and their attempts (`outbox`), publishing and the sweep (`dispatch`), one delivery
+end to end (`delivery_runner`) and the signing secrets (`secret_store`) keep their state in it through
+`genq.store`. The database-free modules import nothing but each other and `genq.status`.
 """
 from genq.webhooks.deliver import Attempt, deliver
 from genq.webhooks.errors import WebhookValidationError
