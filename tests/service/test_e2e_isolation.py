@@ -19,7 +19,7 @@ from api import create_app
 from api.services import EXTENSION_KEY, Services
 from genq.settings import Settings
 from genq.store import migrate
-from genq.submit import submit_job
+from genq.submit import NewJob, submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +53,8 @@ class Service:
     def insert_unchecked(self, params: dict[str, Any], prompt: str = "Hello") -> str:
         """A job recorded and queued without the API's validation: its params are stored as given."""
         resolved = {**self.svc.catalog.resolve_params(self.svc.catalog.get(TINY_MODEL), None).to_dict(), **params}
-        job = submit_job(self.svc.store, self.svc.publisher, model=TINY_MODEL, input={"prompt": prompt},
-                         params=resolved, metadata=None)
+        job, _ = submit_job(self.svc.store, self.svc.publisher,
+                            NewJob(model=TINY_MODEL, input={"prompt": prompt}, params=resolved, metadata=None))
         return job.id
 
     def stop(self) -> None:
