@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -13,9 +12,9 @@ from alembic.script.revision import ResolutionError
 from celery import Celery
 from sqlalchemy import Engine, text
 
-import migrations
 from genq.store.db_errors import NOT_MIGRATED_HINT, is_unavailable
 from genq.store.db_retry import describe
+from genq.store.migrate import migration_scripts
 
 BROKER_TIMEOUT_S = 3.0
 
@@ -33,7 +32,7 @@ class Check:
 @functools.lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
     """The installed migrations (as genq.store.migrate runs them), read once."""
-    return ScriptDirectory(str(Path(migrations.__file__).parent))
+    return migration_scripts()
 
 
 def check_database(engine: Engine) -> list[Check]:

@@ -13,6 +13,11 @@ import migrations
 from genq.store.db import make_engine, normalize_url
 
 
+def migration_scripts() -> ScriptDirectory:
+    """The installed migration scripts (the `migrations` package)."""
+    return ScriptDirectory(str(Path(migrations.__file__).parent))
+
+
 def alembic_config(database_url: str) -> Config:
     """An Alembic Config for `database_url` whose scripts are the installed migrations package."""
     cfg = Config()
