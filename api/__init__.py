@@ -2,8 +2,10 @@
 
 One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `batches`, `webhooks`,
 `models`, `health`, `openapi`); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
-call the core and answer, every error in one shape (`errors`). It imports `genq` and `models.params`, never
-`workers` or torch.
+call the core and answer, every error in one shape (`errors`); `http_server`, `http_limits`, `json_depth` and
+`stream_limits` bound what a request may cost, and `event_hub` feeds every event stream of the process. It
+imports `genq` and the torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers`
+or torch.
 """
 from __future__ import annotations
 

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from genq.lifecycle import DEADLINE_EXCEEDED
+from genq.status import JobStatus
 from genq.store.db_retry import OutageLog, retry_while_unavailable
 from genq.store.delta_sink import DeltaSink
 from genq.store.jobs import Claim, JobStore
 from genq.store.leases import settle_unclaimable
-from genq.store.schema import Job, JobStatus
+from genq.store.schema import Job
 from models.echo import clip
 from models.engine.types import EngineError, GenerationRequest, GenerationResult, InvalidRequest
 from models.params import GenerationParams, ParamError
