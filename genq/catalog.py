@@ -5,15 +5,13 @@ tokenizer) once per process and cached: the API never loads weights (genq/model_
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
-from genq.model_limits import count_prompt_tokens, model_shape
+from genq.model_limits import count_prompt_tokens, model_shape, read_json_object
 from genq.settings import ModelSpec, Settings
 from models.params import GenerationParams, ModelLimits, check_fits, check_for_model
 
@@ -67,7 +65,7 @@ class ServedModel:
         if not path.is_file():
             return {}
         try:
-            config = _read_json(path)
+            config = read_json_object(path)
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable %s: %s", path, e)
             return {}
@@ -98,10 +96,3 @@ class Catalog:
         """Request over the model's generation config over the service's defaults (raises ParamError)."""
         return GenerationParams.resolve(request, model.generation_defaults, self.settings.generation_defaults)
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data

@@ -35,7 +35,7 @@ def model_shape(kind: str, source: Path) -> tuple[int | None, int | None]:
 
             config = ModelConfig.from_gguf(GGUFFile(source))
         else:
-            config = ModelConfig.from_hf_config(_read_json(source / "config.json"))
+            config = ModelConfig.from_hf_config(read_json_object(source / "config.json"))
         return config.vocab_size, config.max_position_embeddings
     except (UnsupportedModel, KeyError, TypeError, ValueError, OSError) as e:
         log.info("model %s: reading its context length only (%s: %s)", source, type(e).__name__, e)
@@ -73,14 +73,15 @@ def _context_only(kind: str, source: Path) -> int | None:
             arch = read_metadata(source, {"general.architecture"}).get("general.architecture", "llama")
             value = read_metadata(source, {f"{arch}.context_length"}).get(f"{arch}.context_length", DEFAULT_CONTEXT)
         else:
-            value = _read_json(source / "config.json").get("max_position_embeddings", DEFAULT_CONTEXT)
+            value = read_json_object(source / "config.json").get("max_position_embeddings", DEFAULT_CONTEXT)
     except (OSError, GGUFHeaderError, ValueError) as e:
         log.warning("cannot read the context length of %s: %s", source, e)
         return None
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a model directory's config.json, generation_config.json)."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict):
