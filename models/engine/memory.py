@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,11 +34,18 @@ def release_freed_heap() -> None:
     """Hand the C heap's freed pages back to the OS (glibc's malloc_trim; elsewhere nothing). Loading a model
     frees temporaries (the file's tensors, their dequantized float32 copies) that glibc otherwise keeps in the
     loading thread's arena: about 480 MiB for the default 135M model, more than its weights."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """libc's malloc_trim, looked up once (find_library runs ldconfig; the engine trims each time it idles)."""
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        return
-    trim(0)
+        return None
 
 
 def _meminfo_available() -> int:
