@@ -1,7 +1,8 @@
 """The Flask API: `create_app(settings)` builds it; `genq api` serves it.
 
 One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `batches`, `webhooks`,
-`models`, `health`, `openapi`); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
+`models`, `health`, `openapi`; and the OpenAI-compatible surface, the `api.openai` package, under
+/openai/v1); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
 call the core and answer, every error in one shape (`errors`); `http_server`, `http_limits`, `json_depth` and
 `stream_limits` bound what a request may cost, and `event_hub` feeds every event stream of the process. It
 imports `genq` and the torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers`
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
     # blueprints import api.services, which must exist first
     from api import batches, health, jobs, models, openapi, webhooks
+    from api.openai import routes as openai_routes
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
@@ -56,4 +58,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(module.bp)
     app.before_request(check_request_limits)  # before any view reads the request
     register_error_handlers(app)
+    openai_routes.register(app)  # the OpenAI-compatible surface, /openai/v1, with its own error shape
     return app

@@ -1,5 +1,8 @@
 """A batch file (JSONL, one POST /v1/jobs body plus `custom_id` per line) to validated jobs, or the first error.
 
+A line may also be an OpenAI Batch API request line, `{"custom_id", "method", "url", "body"}`
+(api/openai/batch_lines.py), so one file serves genq's batches and OpenAI's.
+
 Every line is checked before anything is created. An error names its line: the message starts
 `line N:` and the field is `line[N]` or `line[N].<field as POST /v1/jobs names it>`.
 """
@@ -9,6 +12,7 @@ from typing import Any
 
 from api.errors import ApiError
 from api.json_depth import TooDeep
+from api.openai.batch_lines import is_openai_line, parse_openai_line
 from api.parsing import check_storable_text, loads, parse_new_job
 from genq.catalog import Catalog
 from genq.submit import BatchLine
@@ -18,9 +22,11 @@ CUSTOM_ID_MAX = 255
 
 
 def parse_batch(
-    raw: bytes, catalog: Catalog, *, max_lines: int, max_metadata_bytes: int, webhook_allow: AllowList
+    raw: bytes, catalog: Catalog, *, max_lines: int, max_metadata_bytes: int, webhook_allow: AllowList,
+    openai_endpoint: str | None = None,
 ) -> list[BatchLine]:
-    """Validate a whole batch file; raises ApiError (413 past `max_lines` requests, 422 for a bad line)."""
+    """Validate a whole batch file; raises ApiError (413 past `max_lines` requests, 422 for a bad line).
+    `openai_endpoint`: every line must be an OpenAI request line for this URL (OpenAI's Batch API)."""
     numbered = [(n, line) for n, line in enumerate(raw.split(b"\n"), start=1) if line.strip()]
     if not numbered:
         raise ApiError(422, "empty_batch", "the batch has no requests (one JSON object per line)")
@@ -43,7 +49,10 @@ def parse_batch(
                                   f"custom_id {custom_id!r} is already used on line {seen[custom_id]}", "custom_id"))
         seen[custom_id] = n
         try:
-            job = parse_new_job(body, catalog, max_metadata_bytes, webhook_allow)
+            if openai_endpoint is not None or is_openai_line(body):
+                job = parse_openai_line(body, catalog, max_metadata_bytes, webhook_allow, openai_endpoint)
+            else:
+                job = parse_new_job(body, catalog, max_metadata_bytes, webhook_allow)
         except ApiError as e:
             raise _at(n, e) from None
         out.append(BatchLine(n, custom_id, job))

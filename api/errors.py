@@ -78,6 +78,15 @@ def database_error_response(e: SQLAlchemyError) -> Response | None:
     return None
 
 
+def http_error_response(e: HTTPException) -> Response:
+    """An HTTP error raised by Flask or werkzeug (404 no route, 405, 413, ...) in the one shape."""
+    status = e.code or 500
+    response = error_response(status, http_error_code(status), e.description or e.name)
+    if status == 405 and e.get_response().headers.get("Allow"):
+        response.headers["Allow"] = e.get_response().headers["Allow"]
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render ApiError, werkzeug's HTTP errors and anything unexpected in the one shape."""
 
@@ -85,13 +94,7 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(e: ApiError) -> Response:
         return error_response(e.status, e.code, e.message, e.field)
 
-    @app.errorhandler(HTTPException)
-    def _http_error(e: HTTPException) -> Response:
-        status = e.code or 500
-        response = error_response(status, http_error_code(status), e.description or e.name)
-        if status == 405 and e.get_response().headers.get("Allow"):
-            response.headers["Allow"] = e.get_response().headers["Allow"]
-        return response
+    app.register_error_handler(HTTPException, http_error_response)
 
     @app.errorhandler(SQLAlchemyError)
     def _database_error(e: SQLAlchemyError) -> Response:

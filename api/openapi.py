@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.http_limits import MAX_HEADER_BYTES, MAX_HEADER_FIELD_BYTES, MAX_URL_BYTES
+from api.openai.openapi import TAG as OPENAI_TAG, openai_paths, openai_schemas
 from api.openapi_paths import (
     EVERY_OPERATION,
     SERVER_ERRORS,
@@ -69,11 +70,14 @@ def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str
             "title": "genq",
             "version": "v1",
             "description": "Asynchronous LLM text generation jobs. Every error is `{\"error\": {\"code\", "
-                           "\"message\", \"field\"?}}`.",
+                           "\"message\", \"field\"?}}`, except under /openai/v1 (the OpenAI-compatible "
+                           "surface, tagged so), whose errors are OpenAI's `OpenAIError`.",
         },
-        "paths": {**job_paths(settings), **batch_paths(settings), **_service()},
+        "tags": [{"name": OPENAI_TAG, "description": "The OpenAI-compatible surface under /openai/v1, for the "
+                                                     "official `openai` client: OpenAI's objects and error shape."}],
+        "paths": {**job_paths(settings), **batch_paths(settings), **_service(), **openai_paths(settings)},
         "components": {
-            "schemas": component_schemas(served_models, settings.max_metadata_bytes),
+            "schemas": {**component_schemas(served_models, settings.max_metadata_bytes), **openai_schemas()},
             "responses": {
                 "UriTooLong": error(f"`uri_too_long`: the URL is over {MAX_URL_BYTES} bytes."),
                 "HeadersTooLarge": error(f"`headers_too_large`: a header is over {MAX_HEADER_FIELD_BYTES} bytes "

@@ -112,16 +112,18 @@ def submit_job(
 
 
 def submit_batch(
-    store: JobStore, publisher: Publisher, lines: Sequence[BatchLine], metadata: Mapping[str, Any] | None
+    store: JobStore, publisher: Publisher, lines: Sequence[BatchLine], metadata: Mapping[str, Any] | None,
+    *, batch_id: str | None = None, also: Sequence[object] = (),
 ) -> str:
     """Record the batch and all its jobs in one transaction (every job or none), then publish them; returns the
-    batch id. Raises QueueUnavailable (naming the batch) if the broker refused some of them."""
-    batch_id = new_id()
+    batch id (`batch_id` if given). `also`: more rows for that transaction (the OpenAI Batch API's record of the
+    batch). Raises QueueUnavailable (naming the batch) if the broker refused some of them."""
+    batch_id = batch_id or new_id()
     jobs = [
         JobStore.build(**_job_fields(b.job), batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line)
         for b in lines
     ]
-    BatchStore(store.sessions).create(batch_id, jobs, metadata)
+    BatchStore(store.sessions).create(batch_id, jobs, metadata, also)
     _publish(store, publisher, jobs, batch_id)
     return batch_id
 

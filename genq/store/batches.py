@@ -37,9 +37,11 @@ class BatchStore:
     def __init__(self, sessions: sessionmaker[Session]):
         self._sessions = sessions
 
-    def create(self, batch_id: str, jobs: Sequence[Job], metadata: Mapping[str, Any] | None) -> Batch:
+    def create(self, batch_id: str, jobs: Sequence[Job], metadata: Mapping[str, Any] | None,
+               also: Sequence[object] = ()) -> Batch:
         """Insert the batch, its jobs (built by JobStore.build with this batch_id) and their first events,
-        all in one transaction: either every job exists or none does."""
+        all in one transaction: either every job exists or none does. `also`: more rows that belong to the batch
+        (e.g. its OpenAI record), inserted in the same transaction."""
         batch = Batch(id=batch_id, total=len(jobs), created_at=utcnow(),
                       client_metadata=dict(metadata) if metadata is not None else None)
         with self._sessions.begin() as session:
@@ -48,6 +50,7 @@ class BatchStore:
             session.add_all(jobs)
             session.flush()
             session.add_all([status_event(job) for job in jobs])
+            session.add_all(also)
         return batch
 
     def view(self, batch_id: str) -> BatchView | None:

@@ -2,7 +2,8 @@
 Alembic (migrations/); a test checks that the migrated database and these models agree.
 
 Tables: `jobs`, `idempotency_keys`, the per-job event log `job_events`, the webhook tables
-(`webhook_secrets`, the outbox `webhook_deliveries`, `webhook_attempts`) and `batches`.
+(`webhook_secrets`, the outbox `webhook_deliveries`, `webhook_attempts`), `batches`, and the OpenAI-compatible
+Batch API's `openai_files` and `openai_batches`.
 
 Statuses are plain strings under a CHECK constraint, not a database enum, so a later migration can add
 one (e.g. a cancel request) on PostgreSQL and SQLite alike. Columns that later features need
@@ -14,7 +15,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -215,3 +227,35 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+
+
+class OpenAIFile(Base):
+    """A file uploaded through the OpenAI-compatible API (`POST /openai/v1/files`, purpose `batch`)."""
+
+    __tablename__ = "openai_files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-<uuid>
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)
+    size: Mapped[int] = mapped_column("bytes", Integer, nullable=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(64))  # the uploading API key's id; None without keys
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_openai_files_created_at", "created_at"),)
+
+
+class OpenAIBatch(Base):
+    """What an OpenAI batch adds to the genq batch it is (same id): its endpoint, input file and cancel request."""
+
+    __tablename__ = "openai_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(36), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64), nullable=False)  # /v1/chat/completions | /v1/completions
+    input_file_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    completion_window: Mapped[str] = mapped_column(String(16), nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_openai_batches_created_at", "created_at"),)

@@ -19,6 +19,7 @@ from models.params import BOUNDS, GenerationParams, ParamError
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these on every route by itself
 ERROR = {"$ref": "#/components/schemas/Error"}
+OPENAI_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
 
 
 @pytest.fixture
@@ -70,7 +71,8 @@ def test_every_operation_documents_the_error_shape_for_every_error_status(docume
             for status, response in operation["responses"].items():
                 response = responses[response["$ref"].rsplit("/", 1)[1]] if "$ref" in response else response
                 if int(status) >= 400:
-                    assert response["content"] == {"application/json": {"schema": ERROR}}, (path, method, status)
+                    shape = OPENAI_ERROR if path.startswith("/openai/") else ERROR  # the OpenAI-compatible surface
+                    assert response["content"] == {"application/json": {"schema": shape}}, (path, method, status)
 
 
 def _boundary_values(schema: dict[str, Any]) -> list[tuple[Any, bool]]:
@@ -161,3 +163,9 @@ def test_the_document_states_this_instance_s_models_and_limits(
     assert "54321 bytes" in document["paths"]["/v1/jobs"]["post"]["responses"]["413"]["description"]
     jsonl = document["paths"]["/v1/batches"]["post"]["requestBody"]["content"]["application/jsonl"]["schema"]
     assert "77 lines" in jsonl["description"]
+
+
+def test_the_openai_compatible_surface_is_tagged_as_such(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert (operation.get("tags") == ["OpenAI-compatible"]) == path.startswith("/openai/v1/"), (path, method)
