@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.errors import ApiError
-from api.openai.caller import caller
 from api.openai.errors import OpenAIError
 from api.openai.objects import completion_object
 from api.openai.requests import CHAT, COMPLETION, parse_request
@@ -37,7 +36,6 @@ def completions() -> Response:
 
 def _complete(endpoint: str) -> Response:
     svc = services()
-    caller()  # identity: quotas and ownership are decided there (None: no API keys)
     try:
         body = json_body(request)
     except ApiError as e:
@@ -49,7 +47,7 @@ def _complete(endpoint: str) -> Response:
             slot = svc.stream_limits.acquire(client_key(request))
         except TooManyStreams as e:
             raise OpenAIError(429, str(e), "too_many_streams") from None
-    try:
+    try:  # (the job's owner, once jobs have one, is api.openai.caller.caller())
         job, _ = submit_job(svc.store, svc.publisher, parsed.job)
     except QueueUnavailable as e:
         if slot is not None:

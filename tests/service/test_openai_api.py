@@ -15,7 +15,7 @@ from e2e_helpers import ApiThread, wait_until
 from openai import OpenAI
 
 from api import create_app
-from genq.settings import Settings
+from genq.settings import DEFAULT_MODEL_NAME, Settings
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,22 @@ def test_the_client_s_http_errors_never_leak_genq_s_error_shape(api_url: str) ->
                                     timeout=10)
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}, (path, response.text)
         assert response.status_code in (400, 404, 405)
+
+
+def test_streams_past_the_cap_are_rate_limit_errors(migrated_postgresql_url: str,
+                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = Settings.from_env({"DATABASE_URL": migrated_postgresql_url,
+                                  "GENQ_BROKER_URL": f"filesystem://{tmp_path_factory.mktemp('broker')}",
+                                  "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT": "1"})
+    server = ApiThread(create_app(settings))
+    try:
+        client = OpenAI(base_url=f"{server.url}/openai/v1", api_key="unused", max_retries=0)
+        messages = [{"role": "user", "content": "Hi"}]
+        first = client.chat.completions.create(model=DEFAULT_MODEL_NAME, messages=messages, stream=True)
+        next(iter(first))  # open, waiting on a job no worker runs
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model=DEFAULT_MODEL_NAME, messages=messages, stream=True)
+        assert caught.value.code == "too_many_streams"
+        first.close()
+    finally:
+        server.stop()
