@@ -1,7 +1,7 @@
 """The OpenAI-compatible Batch API: uploaded files (`openai_files`) and what an OpenAI batch adds to a genq batch
 (`openai_batches`: its endpoint, input file, completion window and cancel request).
 
-Revision ID: 0006_openai_files
+Revision ID: 0004_openai_files
 Revises: 0003_events_lifecycle
 Create Date: 2026-12-01
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_openai_files"
+revision: str = "0004_openai_files"
 down_revision: str | None = "0003_events_lifecycle"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
