@@ -7,7 +7,9 @@ compare-and-set under the claim's attempt (genq.store.leases.hand_back), its eng
 claim (so its task stores nothing and returns), and its id published again, so another worker's claim takes
 it over at once. A job whose result was stored first is simply not handed back (the compare-and-set finds it
 finished), and one handed back cannot store a result any more once another claim took it over; so each job
-ends with one result. A handed-back job has used an attempt: on its last one, the next claim fails it
+ends with one result. With the database away the hand-back cannot be written: the job is stopped all the same
+(so the worker still exits in bounded time) and returns to the queue when its lease, no longer renewed, runs
+out. A handed-back job has used an attempt: on its last one, the next claim fails it
 `attempts_exhausted`.
 """
 from __future__ import annotations
@@ -52,8 +54,11 @@ class GracefulStop:
             try:
                 if not hand_back(self._store, job_id, attempt):
                     continue  # finished (or taken over) meanwhile: its result stands
-            except Exception:  # the database is away: the lease runs out and the sweeper recovers the job
-                log.warning("stopping: could not hand job %s back", job_id, exc_info=True)
+            except Exception as e:  # the database is away: stop all the same, within the bound; its lease
+                # (no longer renewed) runs out and a sweeper has another worker take the job over
+                log.warning("stopping: job %s (attempt %d) dropped; the database did not answer (%s), so it "
+                            "returns to the queue when its lease runs out", job_id, attempt, e)
+                h.stop(STOP_LOST)
                 continue
             h.stop(STOP_LOST)
             count += 1
