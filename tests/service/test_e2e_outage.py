@@ -70,6 +70,7 @@ def test_jobs_finished_while_the_database_is_down_are_stored_once_it_is_back(
         "GENQ_JOB_TIMEOUT": "300",
         "GENQ_WEBHOOK_ALLOW": "127.0.0.1",
         "GENQ_WEBHOOK_SWEEP_MS": "500",
+        "OMP_NUM_THREADS": "1",  # one compute thread: on a loaded machine, spinning OpenMP threads slow it badly
     }
     app = create_app(Settings.from_env(env))
     api = ApiThread(app)
