@@ -147,7 +147,7 @@ def test_a_worker_frozen_past_its_lease_has_its_late_result_rejected(cluster: Cl
 
 
 def test_a_short_fault_run_loses_nothing(tiny_gguf: Path, tmp_path: Path) -> None:  # noqa: F811
-    verdict = fault_run(tiny_gguf, tmp_path, jobs=30, seed=7, postgres_down_s=5, redis_down_s=3, poison=0,
-                        faults=("kill9", "redis_flush", "redis_down", "postgres_down"), submit_s=15)
+    verdict = fault_run(tiny_gguf, tmp_path, jobs=20, seed=7, postgres_down_s=5, redis_down_s=3, poison=0,
+                        faults=("kill9", "redis_flush", "redis_down", "postgres_down"), submit_s=10)
     print(verdict.summary())
     assert verdict.ok, verdict
