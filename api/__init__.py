@@ -19,6 +19,7 @@ from api.services import EXTENSION_KEY, Services
 from api.stream_limits import StreamLimits
 from genq.broker import Publisher, make_celery
 from genq.catalog import Catalog
+from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.db import make_engine, make_session_factory
 from genq.store.jobs import JobStore
@@ -41,12 +42,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     sessions = make_session_factory(db)
     celery = make_celery(settings, main="genq-api")
     webhook_publisher = WebhookPublisher(celery)
+    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many)
+    publisher = Publisher(celery)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         db=db,
-        store=JobStore(sessions, on_deliveries=webhook_publisher.publish_many),
+        store=store,
         catalog=Catalog(settings),
-        publisher=Publisher(celery),
+        publisher=publisher,
+        relay=PublishRelay(store, publisher),  # started by the first job the broker refuses
         sessions=sessions,
         secrets=SecretStore(sessions, settings.webhook_secret_grace),
         deliveries=DeliveryStore(sessions),

@@ -9,13 +9,13 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.batch_parsing import parse_batch
-from api.errors import ApiError, unavailable_response
+from api.errors import ApiError
 from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
 from api.services import services
 from genq.serialize import iso, job_to_dict
 from genq.store.batches import BatchStore, BatchView
-from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_batch
+from genq.submit import submit_batch
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -31,10 +31,7 @@ def create_batch() -> Response:
         raw, svc.catalog, max_lines=svc.settings.batch_max_lines,
         max_metadata_bytes=svc.settings.max_metadata_bytes, webhook_allow=svc.settings.webhook_allow,
     )
-    try:
-        batch_id = submit_batch(svc.store, svc.publisher, lines, metadata)
-    except QueueUnavailable as e:
-        return unavailable_response(QUEUE_UNAVAILABLE, str(e))
+    batch_id = submit_batch(svc.store, svc.publisher, lines, metadata, relay=svc.relay)
     response = jsonify(batch_to_dict(_view(batch_id)))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch_id)

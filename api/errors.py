@@ -1,8 +1,8 @@
 """The one error shape: `{"error": {"code", "message", "field"?}}`, for every error the API returns.
 
 A dependency that is down is a 503 with `Retry-After`, never a 500: the database unreachable
-(`database_unavailable`), its schema missing or behind the code (`database_not_migrated`), the broker refusing
-a job (`queue_unavailable`, answered by the views that publish).
+(`database_unavailable`), its schema missing or behind the code (`database_not_migrated`). The broker refusing a
+job is no error: the job is recorded, and published once the broker answers (genq/relay.py).
 """
 from __future__ import annotations
 

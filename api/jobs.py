@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from api import deliveries, job_events
-from api.errors import ApiError, unavailable_response
+from api.errors import ApiError
 from api.list_query import parse_list_query
 from api.parsing import json_body, parse_new_job
 from api.prefer import is_finished, wait_preference, wait_until_finished
@@ -20,7 +20,7 @@ from genq.store.idempotency import (
 )
 from genq.store.leases import CancelOutcome, request_cancel
 from genq.store.listing import CursorError, list_jobs
-from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_job
+from genq.submit import submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.register_blueprint(job_events.bp)
@@ -42,9 +42,7 @@ def create_job() -> Response:
 
     try:
         job, created = submit_job(svc.store, svc.publisher, new, idempotency_key=key,
-                                  body_hash=request_hash(body) if key is not None else "")
-    except QueueUnavailable as e:
-        return unavailable_response(QUEUE_UNAVAILABLE, str(e))
+                                  body_hash=request_hash(body) if key is not None else "", relay=svc.relay)
     except IdempotencyKeyReused as e:
         raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
     replayed = not created

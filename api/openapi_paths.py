@@ -94,7 +94,9 @@ def _create_job(settings: Settings) -> Schema:
         "responses": {
             "200": json_response(job, "The job, finished: within `Prefer: wait`, or made earlier with this "
                                       "Idempotency-Key.", headers=answered),
-            "202": json_response(job, "The job, queued or running.", headers=answered),
+            "202": json_response(job, "The job, queued or running. It is recorded before it is queued: with the "
+                                      "broker down it is still accepted, and queued once the broker answers.",
+                                 headers=answered),
             "400": error("`invalid_json`: the body does not parse as JSON."),
             "413": error(f"`payload_too_large`: the body is over {settings.max_body_bytes} bytes."),
             "415": error("`unsupported_media_type`: the body is not declared `application/json`."),
@@ -107,8 +109,7 @@ def _create_job(settings: Settings) -> Schema:
                          f"`too_deep` (arrays and objects nested over {MAX_DEPTH} levels); "
                          "`field` names the field. A bad `Idempotency-Key` or `Prefer: wait` (`invalid_value`) "
                          "or a key reused with another body (`idempotency_key_reused`) names the header."),
-            "503": unavailable("`queue_unavailable`: the broker refused the job; it was recorded as failed. "
-                               + UNAVAILABLE_CODES),
+            "503": unavailable(UNAVAILABLE_CODES),
             **EVERY_OPERATION,
         },
     }
@@ -268,8 +269,7 @@ def batch_paths(settings: Settings) -> dict[str, Schema]:
             "422": error("A bad line (`field` is `line[N]` or `line[N].<field>`, the message starts `line N:`), "
                          "`empty_batch`, `missing_file`, `duplicate_custom_id`, or bad `metadata`; a line or metadata "
                          f"nested over {MAX_DEPTH} levels is `too_deep`."),
-            "503": unavailable("`queue_unavailable`: some jobs could not be queued; they were marked failed. "
-                               + UNAVAILABLE_CODES),
+            "503": unavailable(UNAVAILABLE_CODES),
             **EVERY_OPERATION,
         },
     }

@@ -11,6 +11,7 @@ from api.event_hub import EventHub
 from api.stream_limits import StreamLimits
 from genq.broker import Publisher
 from genq.catalog import Catalog
+from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.jobs import JobStore
 from genq.webhooks.dispatch import WebhookPublisher
@@ -27,6 +28,7 @@ class Services:
     store: JobStore
     catalog: Catalog
     publisher: Publisher
+    relay: PublishRelay  # publishes the jobs the broker refused at submission, once it answers (genq/relay.py)
     # webhooks, events, batches
     sessions: sessionmaker[Session]
     secrets: SecretStore

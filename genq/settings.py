@@ -58,6 +58,7 @@ ENV_VARS = (
     "GENQ_LEASE_SECONDS",
     "GENQ_SWEEP_INTERVAL",
     "GENQ_REPUBLISH_AFTER",
+    "GENQ_SHUTDOWN_GRACE",
 )
 
 
@@ -124,6 +125,9 @@ class Settings:
     lease_seconds: int = 30
     sweep_interval: int = 15
     republish_after: int = 60
+    # a stopping worker (SIGTERM) lets its running jobs finish for this long, then hands the rest back to the
+    # queue (workers/shutdown.py); under a supervisor's own grace period (e.g. Kubernetes' 30 s)
+    shutdown_grace: int = 20
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -168,6 +172,7 @@ class Settings:
             lease_seconds=_int(env, "GENQ_LEASE_SECONDS", 30, lo=2, hi=3600),
             sweep_interval=_int(env, "GENQ_SWEEP_INTERVAL", 15, lo=1, hi=3600),
             republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
+            shutdown_grace=_int(env, "GENQ_SHUTDOWN_GRACE", 20, lo=0, hi=86400),
         )
 
 

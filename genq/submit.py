@@ -1,17 +1,19 @@
 """The one write path of jobs: record them, then publish their ids. One job or a batch, with or without an
 `Idempotency-Key`, every submission goes through `submit_job` or `submit_batch`.
 
-Jobs are committed before their messages exist, so a worker never receives an id it cannot read. If the
-broker refuses a message, the jobs it did not take are marked `failed` with code `queue_unavailable` rather
-than left queued with no message (a client polling them sees why), and QueueUnavailable is raised. A message
-lost later (e.g. in a broker flush) is re-published by the sweeper (genq/sweeper.py).
+Jobs are committed before their messages exist, so a worker never receives an id it cannot read. The jobs
+table is the outbox (genq/relay.py): if the broker refuses a message, the jobs it did not take stay `queued`
+and are marked unpublished, the submission succeeds all the same, and the process's publish relay sends them
+once the broker answers (while it still holds refused jobs, new ones are left to it directly rather than each
+waiting out the broker's retries). A message lost later (e.g. in a broker flush) is re-published by the sweeper
+(genq/sweeper.py).
 
 With an idempotency key (genq.store.idempotency), the key's row is inserted in the job's transaction: the
-same key and body return the job already made, and a job that could not be queued releases its key, so the
-client's retry can succeed.
+same key and body return the job already made.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from genq.broker import Publisher, PublishError
 from genq.ids import new_id
 from genq.lifecycle import Schedule
+from genq.relay import PublishRelay, mark_unpublished
 from genq.store import idempotency
 from genq.store.batches import BatchStore
 from genq.store.idempotency import IdempotencyKeyReused
 from genq.store.jobs import JobStore
 from genq.store.schema import Job, utcnow
 
-QUEUE_UNAVAILABLE = "queue_unavailable"
+log = logging.getLogger(__name__)
+
 _INSERT_TRIES = 3
 
 
@@ -53,20 +57,6 @@ class BatchLine:
     job: NewJob
 
 
-class QueueUnavailable(RuntimeError):
-    """Jobs were recorded but the broker refused them; those not queued (`job_ids`) have been marked failed."""
-
-    def __init__(self, job_ids: list[str], total: int, reason: str, batch_id: str | None = None):
-        if batch_id is None:
-            message = f"job {job_ids[0]} could not be queued ({reason}); it was marked failed"
-        else:
-            message = (f"batch {batch_id}: {len(job_ids)} of {total} jobs could not be queued ({reason}); "
-                       "they were marked failed")
-        super().__init__(message)
-        self.job_ids = job_ids
-        self.batch_id = batch_id
-
-
 def submit_job(
     store: JobStore,
     publisher: Publisher,
@@ -74,16 +64,17 @@ def submit_job(
     *,
     idempotency_key: str | None = None,
     body_hash: str = "",
+    relay: PublishRelay | None = None,
 ) -> tuple[Job, bool]:
     """Record `new` as a `queued` job and publish it; returns (job, created).
 
     Given `idempotency_key` (validated, with the request body's `body_hash`): the job made earlier with this key
-    and body, if any (created False). Raises IdempotencyKeyReused if the key was used with another body, and
-    QueueUnavailable if the broker refused the new job (the key is then released).
+    and body, if any (created False). Raises IdempotencyKeyReused if the key was used with another body.
+    A job the broker refused stays queued for `relay` (or, without one, the sweepers) to publish.
     """
     if idempotency_key is None:
         job = store.create(**_job_fields(new))
-        _publish(store, publisher, [job])
+        _publish(store, publisher, [job], relay)
         return job, True
     for _ in range(_INSERT_TRIES):
         now = utcnow()
@@ -102,29 +93,25 @@ def submit_job(
             # is in the way (delete it, then insert again)
             idempotency.delete_if_expired(store, idempotency_key, now)
             continue
-        try:
-            _publish(store, publisher, [job])
-        except QueueUnavailable:
-            idempotency.release(store, idempotency_key, job_id)
-            raise
+        _publish(store, publisher, [job], relay)
         return job, True
     raise RuntimeError(f"could not record Idempotency-Key {idempotency_key!r} after {_INSERT_TRIES} tries")
 
 
 def submit_batch(
     store: JobStore, publisher: Publisher, lines: Sequence[BatchLine], metadata: Mapping[str, Any] | None,
-    *, batch_id: str | None = None, also: Sequence[object] = (),
+    *, batch_id: str | None = None, also: Sequence[object] = (), relay: PublishRelay | None = None,
 ) -> str:
     """Record the batch and all its jobs in one transaction (every job or none), then publish them; returns the
     batch id (`batch_id` if given). `also`: more rows for that transaction (the OpenAI Batch API's record of the
-    batch). Raises QueueUnavailable (naming the batch) if the broker refused some of them."""
+    batch). Jobs the broker refused stay queued for `relay` (or the sweepers) to publish."""
     batch_id = batch_id or new_id()
     jobs = [
         JobStore.build(**_job_fields(b.job), batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line)
         for b in lines
     ]
     BatchStore(store.sessions).create(batch_id, jobs, metadata, also)
-    _publish(store, publisher, jobs, batch_id)
+    _publish(store, publisher, jobs, relay)
     return batch_id
 
 
@@ -133,13 +120,17 @@ def _job_fields(new: NewJob) -> dict[str, Any]:
             "webhook": new.webhook, "webhook_events_filter": new.webhook_events_filter, "schedule": new.schedule}
 
 
-def _publish(store: JobStore, publisher: Publisher, jobs: Sequence[Job], batch_id: str | None = None) -> None:
-    """Publish every committed job's id on its model's queue; at the first refusal, fail the rest and raise."""
+def _publish(store: JobStore, publisher: Publisher, jobs: Sequence[Job], relay: PublishRelay | None) -> None:
+    """Publish every committed job's id on its model's queue; from the first refusal on (or at once, while the
+    relay still holds refused jobs), leave the rest queued and unpublished for the relay."""
     for i, job in enumerate(jobs):
-        try:
-            publisher.publish(job.id, job.model, job.priority)
-        except PublishError as e:
-            unsent = jobs[i:]
-            for job_left in unsent:
-                store.fail(job_left.id, QUEUE_UNAVAILABLE, f"the job could not be queued: {e}")
-            raise QueueUnavailable([j.id for j in unsent], len(jobs), str(e), batch_id) from e
+        if relay is None or not relay.pending:
+            try:
+                publisher.publish(job.id, job.model, job.priority)
+                continue
+            except PublishError as e:
+                log.warning("broker refused job %s (%s): left for the publish relay", job.id, e)
+        mark_unpublished(store, [j.id for j in jobs[i:]])
+        if relay is not None:
+            relay.wake()
+        return

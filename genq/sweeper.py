@@ -10,10 +10,11 @@ Each sweep:
    `JobSweeper` thread counts a worker lost only once it has seen the job's lease expired and unrenewed for
    `confirm_lost` seconds (genq/store/lost_leases.py), so the workers still holding jobs through a database outage
    keep them; a one-off `sweep()` without `lost` acts on every expired lease it finds;
-3. re-publishes queued jobs whose message may be lost (a broker flush or restart, a worker killed after
-   taking a message from a broker that does not redeliver): queued for `republish_after` seconds since
-   their last publication, then at doubling intervals (genq.lifecycle.republish_due). A duplicate message
-   is harmless: the claim lets exactly one run the job;
+3. publishes queued jobs that have no message yet (the broker refused it at submission and the API's
+   relay did not send it, genq/relay.py), and re-publishes queued jobs whose message may be lost (a broker
+   flush or restart, a worker killed after taking a message from a broker that does not redeliver): queued
+   for `republish_after` seconds since their last publication, then at doubling intervals
+   (genq.lifecycle.republish_due). A duplicate message is harmless: the claim lets exactly one run the job;
 4. forgets idempotency keys past their retention.
 """
 from __future__ import annotations
@@ -24,12 +25,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 
 from genq.broker import Publisher, PublishError
 from genq.lifecycle import republish_due
+from genq.relay import publish_job
 from genq.status import JobStatus
-from genq.store.db import rows_matched
 from genq.store.db_errors import is_unavailable
 from genq.store.db_retry import OutageLog
 from genq.store.idempotency import delete_expired_keys
@@ -100,22 +101,11 @@ def sweep(store: JobStore, publisher: Publisher, republish_after: float, now: da
 
 
 def _republish(store: JobStore, publisher: Publisher, job: Job, now: datetime) -> bool:
-    """Publish the job's id again if this sweeper wins the right to (CAS on its status and published_at)."""
-    same_publication = Job.published_at.is_(None) if job.published_at is None else Job.published_at == job.published_at
-    # a running job's lease unchanged since it was seen lost: one renewed meanwhile has its worker back
-    same_lease = [Job.lease_expires_at == job.lease_expires_at] if job.lease_expires_at is not None else []
-    stmt = (
-        update(Job)
-        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts, same_publication,
-               *same_lease)
-        .values(published_at=now)
-    )
-    with store.sessions.begin() as session:
-        if rows_matched(session.execute(stmt, execution_options={"synchronize_session": False})) != 1:
-            return False
+    """Publish the job's id again if this sweeper wins the right to (genq.relay.publish_job)."""
     try:
-        publisher.publish(job.id, job.model, job.priority)
-    except PublishError as e:  # the broker is down: the next sweep tries again once the back-off allows
+        if not publish_job(store, publisher, job, now):
+            return False
+    except PublishError as e:  # the broker is down: the next sweep tries again (the publication was given back)
         log.warning("sweep: could not re-publish job %s: %s", job.id, e)
         return False
     log.info("sweep: re-published %s job %s (attempts %d)", job.status, job.id, job.attempts)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from genq.broker import make_celery
 from genq.readiness import write_readiness
@@ -81,6 +81,13 @@ def _start_webhook_sweep(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if getattr(app, "genq_sweep", False):
         _sweepers.append(webhook_tasks.start_sweeper(app))
+
+
+@worker_shutting_down.connect
+def _hand_back_after_grace(**_: Any) -> None:
+    """SIGTERM (a warm shutdown): running jobs get GENQ_SHUTDOWN_GRACE seconds, then go back to the queue
+    (workers/shutdown.py). Runs in the signal handler: it only starts a thread."""
+    worker_context(app.genq_settings).stopping.begin()
 
 
 @worker_shutdown.connect

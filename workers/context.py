@@ -21,6 +21,7 @@ from genq.webhooks.outbox import DeliveryStore
 from genq.webhooks.secret_store import SecretStore
 from workers.engine_host import EngineHost, engine_factory
 from workers.lease_keeper import LeaseKeeper
+from workers.shutdown import GracefulStop
 
 
 @dataclass
@@ -33,6 +34,7 @@ class WorkerContext:
     webhooks: DeliveryContext  # what a webhook delivery task needs
     keeper: LeaseKeeper  # renews the leases of the jobs this process runs; stops them on cancel requests
     sweeper: JobSweeper  # started by the worker_ready signal (workers/celery_app.py)
+    stopping: GracefulStop  # begun by the worker_shutting_down signal (SIGTERM): hands back what outlasts the grace
 
 
 _lock = threading.Lock()
@@ -53,6 +55,8 @@ def worker_context(settings: Settings) -> WorkerContext:
                 # the sweeper's own app, kept from becoming the process's current app (the worker's is)
                 sweeper_app = Celery("genq-sweeper", set_as_current=False)
                 sweeper_app.conf.update(celery_config(settings))
+                sweeper_publisher = Publisher(sweeper_app)
+                keeper = LeaseKeeper(store, settings.lease_seconds)
                 ctx = WorkerContext(
                     settings=settings,
                     store=store,
@@ -68,9 +72,10 @@ def worker_context(settings: Settings) -> WorkerContext:
                         policy=settings.webhook_retry,
                         publisher=publisher,
                     ),
-                    keeper=LeaseKeeper(store, settings.lease_seconds),
-                    sweeper=JobSweeper(store, Publisher(sweeper_app), settings.sweep_interval,
+                    keeper=keeper,
+                    sweeper=JobSweeper(store, sweeper_publisher, settings.sweep_interval,
                                        settings.republish_after, confirm_lost_after(settings.lease_seconds)),
+                    stopping=GracefulStop(keeper, store, sweeper_publisher, settings.shutdown_grace),
                 )
                 _contexts[key] = ctx
     return ctx

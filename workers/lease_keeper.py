@@ -103,6 +103,15 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held.values())
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every held job to be released; whether none is left."""
+        deadline = time.monotonic() + timeout
+        while self.held():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return True
+
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():

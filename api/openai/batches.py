@@ -26,7 +26,7 @@ from genq.store.batches import BatchStore, BatchView
 from genq.store.openai_batches import OpenAIBatchStore
 from genq.store.openai_files import FileStore
 from genq.store.schema import OpenAIBatch, utcnow
-from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_batch
+from genq.submit import submit_batch
 from models.echo import short
 
 bp = Blueprint("openai_batches", __name__)
@@ -70,10 +70,7 @@ def create() -> Response:
     batch_id = new_id()
     record = OpenAIBatch(batch_id=batch_id, endpoint=endpoint, input_file_id=info.id, completion_window=window,
                          owner=owner, created_at=utcnow())
-    try:
-        submit_batch(svc.store, svc.publisher, lines, metadata, batch_id=batch_id, also=[record])
-    except QueueUnavailable as e:
-        raise OpenAIError(503, str(e), QUEUE_UNAVAILABLE) from None
+    submit_batch(svc.store, svc.publisher, lines, metadata, batch_id=batch_id, also=[record], relay=svc.relay)
     return jsonify(_object(batch_id))
 
 

@@ -19,7 +19,7 @@ from api.parsing import json_body
 from api.services import services
 from api.stream_limits import TooManyStreams, client_key
 from genq.status import JobStatus
-from genq.submit import QUEUE_UNAVAILABLE, QueueUnavailable, submit_job
+from genq.submit import submit_job
 
 bp = Blueprint("openai_completions", __name__)
 
@@ -48,11 +48,7 @@ def _complete(endpoint: str) -> Response:
         except TooManyStreams as e:
             raise OpenAIError(429, str(e), "too_many_streams") from None
     try:  # (the job's owner, once jobs have one, is api.openai.caller.caller())
-        job, _ = submit_job(svc.store, svc.publisher, parsed.job)
-    except QueueUnavailable as e:
-        if slot is not None:
-            slot.release()
-        raise OpenAIError(503, str(e), QUEUE_UNAVAILABLE) from None
+        job, _ = submit_job(svc.store, svc.publisher, parsed.job, relay=svc.relay)
     except BaseException:
         if slot is not None:
             slot.release()

@@ -33,7 +33,7 @@ _ALWAYS = {
     "414": _error("`uri_too_long`."),
     "431": _error("`headers_too_large`."),
     "500": _error("`internal_error` (a bug, logged), or the request's job failed (its error code)."),
-    "503": _error("`database_unavailable`, `database_not_migrated`, `queue_unavailable`: try again later."),
+    "503": _error("`database_unavailable`, `database_not_migrated`: try again later."),
 }
 _BAD = _error("BadRequestError: an invalid request; `param` names the field, `code` says why (genq's codes, "
               "and `unsupported_parameter` / `unsupported_value` for what genq does not implement).")

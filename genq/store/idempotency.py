@@ -93,14 +93,3 @@ def delete_if_expired(store: JobStore, key: str, now: datetime) -> None:
             execution_options={"synchronize_session": False},
         )
 
-
-def release(store: JobStore, key: str, job_id: str) -> None:
-    """Forget `key` (held by the job `job_id`, which could not be queued), so the client's retry can succeed."""
-    try:
-        with store.sessions.begin() as session:
-            session.execute(
-                delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.job_id == job_id),
-                execution_options={"synchronize_session": False},
-            )
-    except Exception:  # the 503 the client gets matters more; the key then simply returns the failed job
-        log.warning("could not release Idempotency-Key %r of job %s", key, job_id, exc_info=True)

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select, update
 from genq.ids import is_id
 from genq.lifecycle import ATTEMPTS_EXHAUSTED
 from genq.status import JobStatus
+from genq.store.db import rows_matched
 from genq.store.jobs import JobStore, declared_lost
 from genq.store.schema import Job, utcnow
 
@@ -135,3 +136,17 @@ def settle_unclaimable(store: JobStore, job_id: str) -> str | None:
             and job.published_at is not None and job.published_at > job.lease_expires_at):  # declared_lost
         return settle_lost(store, job, now)
     return None
+
+
+def hand_back(store: JobStore, job_id: str, attempt: int, now: datetime | None = None) -> bool:
+    """Give a running job back to the queue (a worker stopping before it finished): end its lease now and mark
+    its worker declared lost (`published_at` after the lease's end; the caller then publishes the id), so the
+    next claim takes it over at once, attempts + 1. Only under this attempt, still running; whether it was."""
+    now = now or utcnow()
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.attempts == attempt, Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=now - timedelta(milliseconds=1), published_at=now)
+    )
+    with store.sessions.begin() as session:
+        return rows_matched(session.execute(stmt, execution_options={"synchronize_session": False})) == 1

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from api import create_app
+from api.services import EXTENSION_KEY
 from genq.settings import Settings
 from genq.store.schema import Job
 
@@ -166,14 +167,18 @@ def test_unknown_batches_are_404(client: FlaskClient, path: str) -> None:
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "batch_not_found"
 
 
-def test_a_batch_the_broker_refuses_leaves_its_jobs_failed_not_queued(database_url: str) -> None:
+def test_a_batch_the_broker_refuses_is_accepted_with_its_jobs_queued_unpublished(database_url: str) -> None:
     settings = Settings.from_env({"DATABASE_URL": database_url, "GENQ_BROKER_URL": "redis://127.0.0.1:9/0"})
-    client = create_app(settings).test_client()
-    response = client.post("/v1/batches", data=_jsonl(_line("a"), _line("b")), content_type=JSONL)
-    assert response.status_code == 503 and response.get_json()["error"]["code"] == "queue_unavailable"
-    batch_id = response.get_json()["error"]["message"].split()[1].rstrip(":")
-    view = client.get(f"/v1/batches/{batch_id}").get_json()
-    assert view["counts"]["failed"] == 2 and view["status"] == "completed"
+    app = create_app(settings)
+    response = app.test_client().post("/v1/batches", data=_jsonl(_line("a"), _line("b")), content_type=JSONL)
+    assert response.status_code == 202, response.get_json()
+    batch = response.get_json()
+    svc = app.extensions[EXTENSION_KEY]
+    svc.relay.stop()
+    assert batch["counts"]["queued"] == 2 and batch["status"] != "completed"
+    with svc.sessions() as session:
+        published = list(session.scalars(select(Job.published_at).where(Job.batch_id == batch["id"])))
+    assert published == [None, None]  # both left for the relay, which publishes them once the broker answers
 
 
 def test_a_batch_line_s_scheduling_fields_are_kept_on_its_job(client: FlaskClient) -> None:

@@ -9,6 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import EXTENSION_KEY
+from genq.relay import publish_unpublished
 from genq.settings import Settings
 
 PROMPT = {"prompt": "Hello"}
@@ -223,12 +225,22 @@ def test_service_generation_defaults_apply_under_the_request(database_url: str, 
     assert (params["max_new_tokens"], params["top_k"]) == (32, 7)
 
 
-def test_a_job_the_broker_refuses_is_failed_not_left_queued(database_url: str) -> None:
+def test_a_job_the_broker_refuses_is_accepted_and_published_once_the_broker_answers(
+    database_url: str, filesystem_broker_url: str
+) -> None:
     # a real Redis URL on a port nobody listens on: publishing genuinely fails
-    settings = Settings.from_env({"DATABASE_URL": database_url, "GENQ_BROKER_URL": "redis://127.0.0.1:9/0"})
-    client = create_app(settings).test_client()
-    response = client.post("/v1/jobs", json=PROMPT)
-    _assert_error(response, 503, "queue_unavailable")
-    job_id = response.get_json()["error"]["message"].split()[1]
-    job = client.get(f"/v1/jobs/{job_id}").get_json()
-    assert job["status"] == "failed" and job["error"]["code"] == "queue_unavailable"
+    down = create_app(Settings.from_env({"DATABASE_URL": database_url, "GENQ_BROKER_URL": "redis://127.0.0.1:9/0"}))
+    response = down.test_client().post("/v1/jobs", json=PROMPT)
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert job["status"] == "queued" and job.get("error") is None
+    svc = down.extensions[EXTENSION_KEY]
+    svc.relay.stop()  # its broker never answers; the relay of a process whose broker does takes over below
+    assert svc.store.get(job["id"]).published_at is None  # recorded, unpublished: the outbox holds it
+
+    up = create_app(Settings.from_env({"DATABASE_URL": database_url, "GENQ_BROKER_URL": filesystem_broker_url}))
+    up_svc = up.extensions[EXTENSION_KEY]
+    sent, left = publish_unpublished(up_svc.store, up_svc.publisher)
+    assert sent >= 1 and not left
+    assert up_svc.store.get(job["id"]).published_at is not None
+    assert up.test_client().get(f"/v1/jobs/{job['id']}").get_json()["status"] == "queued"

@@ -134,13 +134,14 @@ def test_a_key_older_than_its_24_hour_retention_may_be_reused(api: Api) -> None:
     _error(again, 422, "idempotency_key_reused")  # the key now belongs to the new job
 
 
-def test_a_key_whose_job_could_not_be_queued_is_released_for_the_retry(api: Api) -> None:
+def test_a_key_whose_job_the_broker_refused_replays_that_queued_job(api: Api) -> None:
     down = Settings.from_env({"DATABASE_URL": api.settings.database_url, "GENQ_BROKER_URL": "redis://127.0.0.1:9/0"})
     client, key = create_app(down).test_client(), f"k-{uuid.uuid4()}"
-    refused = client.post("/v1/jobs", json=PROMPT, headers={"Idempotency-Key": key})
-    assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "queue_unavailable"
+    accepted = client.post("/v1/jobs", json=PROMPT, headers={"Idempotency-Key": key})
+    assert accepted.status_code == 202 and accepted.get_json()["status"] == "queued"
     retry = _post(api, PROMPT, {"Idempotency-Key": key})
-    assert retry.status_code == 202 and retry.json()["status"] == "queued"
+    assert retry.status_code == 202 and retry.json()["id"] == accepted.get_json()["id"]
+    assert retry.headers["Idempotent-Replayed"] == "true"
 
 
 # ---- Prefer: wait ----

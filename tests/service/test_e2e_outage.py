@@ -3,7 +3,8 @@ the file-system broker and a `genq worker` process serving the tiny model.
 
 Jobs with `max_attempts: 1` are running when PostgreSQL stops; their generation finishes while it is down;
 it stays down for DOWN_S seconds. Every job must still end `succeeded` with the text it generated, on its
-first attempt, its text events and its webhook intact; meanwhile the API answers 503 with Retry-After.
+first attempt, its text events and its webhook intact (none stuck); all through the outage the API answers
+503 with Retry-After, never a 500.
 Leases (2 s) and the sweeper (every second) are short, and queued jobs are re-published every couple of
 seconds, so lapsed leases and duplicate messages are all there when the database comes back.
 """
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 JOBS = 12
 BATCH = 4
 TOKENS = 40  # a batch of these takes a second or two on the tiny model: they finish while the database is down
-DOWN_S = 20.0
+DOWN_S = 30.0
 MAX_DOWN_S = 120.0
 START_TIMEOUT_S = 180
 FINISH_TIMEOUT_S = 180
@@ -69,6 +70,7 @@ def test_jobs_finished_while_the_database_is_down_are_stored_once_it_is_back(
         "GENQ_JOB_TIMEOUT": "300",
         "GENQ_WEBHOOK_ALLOW": "127.0.0.1",
         "GENQ_WEBHOOK_SWEEP_MS": "500",
+        "OMP_NUM_THREADS": "1",  # one compute thread: on a loaded machine, spinning OpenMP threads slow it badly
     }
     app = create_app(Settings.from_env(env))
     api = ApiThread(app)
@@ -87,16 +89,21 @@ def test_jobs_finished_while_the_database_is_down_are_stored_once_it_is_back(
 
         private_postgres.stop()
         stopped = time.monotonic()
-        _errors_are_503_with_retry_after(api.url, ids[0])
-        # down for DOWN_S, and until the running jobs' results wait to be stored (a loaded machine is slow)
-        wait_until(lambda: len(_held(worker)) >= BATCH, MAX_DOWN_S, "no result waited for the database")
-        time.sleep(max(0.0, DOWN_S - (time.monotonic() - stopped)))
+        probes = 0
+        # down for DOWN_S, and until the running jobs' results wait to be stored (a loaded machine is slow);
+        # the API is asked all along
+        while time.monotonic() - stopped < DOWN_S or len(_held(worker)) < BATCH:
+            assert time.monotonic() - stopped < MAX_DOWN_S, "no result waited for the database"
+            _errors_are_503_with_retry_after(api.url, ids[0])
+            probes += 1
+            time.sleep(1.0)
         private_postgres.start()
         down_s = time.monotonic() - stopped
 
         jobs = [wait_for_job(api.url, j, FINISH_TIMEOUT_S) for j in ids]
         outcomes = [(j["status"], j["attempts"], (j.get("error") or {}).get("code")) for j in jobs]
-        print(f"outage of {down_s:.1f}s, {JOBS} jobs: {outcomes}; results held through it: {len(_held(worker))}")
+        print(f"outage of {down_s:.1f}s ({probes} rounds of 503s), {JOBS} jobs: {outcomes}; results held "
+              f"through it: {len(_held(worker))}")
         assert outcomes == [("succeeded", 1, None)] * JOBS, worker.output(200)
         for job in jobs:
             assert job["output"]["usage"]["completion_tokens"] == TOKENS and job["output"]["text"]
