@@ -45,6 +45,7 @@ class JobFilter:
     created_after: datetime | None = None  # strictly after
     created_before: datetime | None = None  # strictly before
     metadata: tuple[tuple[str, str], ...] = field(default=())  # metadata[key] is this string, for each pair
+    owner: str | None = None  # only this API key's jobs (None: everyone's, as when auth is off)
 
 
 def encode_cursor(job: Job) -> str:
@@ -120,6 +121,8 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
 
 def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    if where.owner is not None:
+        conditions.append(Job.owner == where.owner)
     if where.statuses:
         conditions.append(Job.status.in_(where.statuses))
     if where.model is not None:
