@@ -12,6 +12,7 @@ secrets, which keep their generations), so each key signs with its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -68,7 +69,7 @@ def _copy_secrets(with_owner: bool) -> None:
     """Rebuild webhook_secrets with (owner, id) as its primary key, or back with id alone (the open API's
     secrets only), keeping the rows: a new table, a copy, a rename (a primary key changes this way on PostgreSQL
     and SQLite alike)."""
-    columns = [sa.Column("id", sa.Integer(), nullable=False, autoincrement=False),
+    columns: list[sa.Column[Any]] = [sa.Column("id", sa.Integer(), nullable=False, autoincrement=False),
                sa.Column("secret", sa.String(128), nullable=False), sa.Column("created_at", _TS, nullable=False)]
     if with_owner:
         columns.insert(0, sa.Column("owner", sa.String(36), nullable=False, server_default=""))
