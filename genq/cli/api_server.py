@@ -28,7 +28,7 @@ class _Gunicorn(BaseApplication):
 
 
 def serve_gunicorn(settings: Settings, host: str, port: int) -> int:
-    from api.gunicorn_conf import HOOKS, options
+    from api.gunicorn_conf import HOOKS, json_errors, options
 
     def announce(server: Any) -> None:
         for listener in server.LISTENERS:
@@ -36,6 +36,7 @@ def serve_gunicorn(settings: Settings, host: str, port: int) -> int:
             print(f"genq api listening on http://{host}:{bound_port} (gunicorn, {settings.api_workers} workers x "
                   f"{settings.api_threads} threads)", flush=True)
 
+    json_errors()
     if announce not in HOOKS["when_ready"]:
         HOOKS["when_ready"].append(announce)
     _Gunicorn(settings, options(settings, host, port)).run()
