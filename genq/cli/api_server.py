@@ -23,8 +23,12 @@ class _Gunicorn(BaseApplication):
     def load(self) -> Any:  # in each worker, after the fork: its own pools, connections and threads
         from api import create_app
         from api.gunicorn_conf import stream_cap
+        from genq.model_limits import prompt_encoder
 
-        return create_app(dataclasses.replace(self._settings, events_max_streams=stream_cap(self._settings)))
+        app = create_app(dataclasses.replace(self._settings, events_max_streams=stream_cap(self._settings)))
+        for model in app.extensions["genq"].catalog.all():  # before the first request, not during it
+            prompt_encoder(model.spec.source)
+        return app
 
 
 def serve_gunicorn(settings: Settings, host: str, port: int) -> int:

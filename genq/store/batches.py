@@ -40,18 +40,19 @@ class BatchStore:
     def create(self, batch_id: str, jobs: Sequence[Job], metadata: Mapping[str, Any] | None,
                owner: str | None = None, guard: Callable[[Session], None] | None = None) -> Batch:
         """Insert the batch, its jobs (built by JobStore.build with this batch_id) and their first events,
-        all in one transaction: either every job exists or none does. `guard` runs first in it (a quota's
-        reservation for all the jobs): if it raises, nothing is inserted."""
+        all in one transaction: either every job exists or none does. `guard` runs last in it, the rows written
+        (a quota's reservation for all the jobs): if it raises, nothing is inserted."""
         batch = Batch(id=batch_id, total=len(jobs), created_at=utcnow(),
                       client_metadata=dict(metadata) if metadata is not None else None, owner=owner)
         with self._sessions.begin() as session:
-            if guard is not None:
-                guard(session)
             session.add(batch)
             session.flush()
             session.add_all(jobs)
             session.flush()
             session.add_all([status_event(job) for job in jobs])
+            if guard is not None:
+                session.flush()
+                guard(session)
         return batch
 
     def view(self, batch_id: str, owner: str | None = None) -> BatchView | None:

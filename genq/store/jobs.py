@@ -75,17 +75,18 @@ class JobStore:
         """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable).
 
         `also`: rows committed in the same transaction (e.g. its idempotency key): if one of them cannot be
-        inserted (sqlalchemy.exc.IntegrityError), neither is the job. `guard` runs first in that transaction
-        (a quota's reservation, genq.store.quotas): if it raises, nothing is inserted.
+        inserted (sqlalchemy.exc.IntegrityError), neither is the job. `guard` runs last in that transaction, the
+        rows written (a quota's reservation, genq.store.quotas): if it raises, nothing is inserted.
         """
         job = self.build(**fields)
         with self._sessions.begin() as session:
-            if guard is not None:
-                guard(session)
             session.add(job)
             session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
             session.add(status_event(job))
             session.add_all(list(also))
+            if guard is not None:
+                session.flush()
+                guard(session)
         return job
 
     @staticmethod

@@ -45,8 +45,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = _listening(proc)
-        deadline = time.monotonic() + 60
-        while requests.get(base + "/healthz", timeout=5).status_code != 200 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the workers load the tokenizer before they take requests
+            try:
+                if requests.get(base + "/healthz", timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
             time.sleep(0.2)
         yield base, key
     finally:
