@@ -6,7 +6,8 @@
 Starts `genq api` (gunicorn; GENQ_API_WORKERS / GENQ_API_THREADS from --workers / --threads) with API keys
 required, on a fresh PostgreSQL database (made on --postgres, dropped at the end) and Redis (--redis, under a
 key prefix of its own, deleted at the end). No worker runs, so every job stays queued and generation does not
-compete. One API key with quotas (so the quota path is measured too) sends everything.
+compete. One API key with quotas (so the quota path is measured too; --no-quota: a key without) sends
+everything.
 
 Two phases: `POST /v1/jobs` (`max_new_tokens` 1) at a fixed rate for --duration seconds, then
 `GET /v1/jobs/{id}` of the jobs just made at its fixed rate. The load is open-loop: request i is due at
@@ -128,7 +129,14 @@ async def run_phase(host: str, port: int, key: str, phase: Phase, ids: list[str]
         else:
             head, body = (b"GET /v1/jobs/%s HTTP/1.1\r\nHost: l\r\n" % ids[i % len(ids)].encode() + auth + b"\r\n"), b""
         try:
-            status, data = await conn.request(head, body)
+            try:
+                status, data = await conn.request(head, body)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError):
+                # a kept-alive connection the server closed while idle (gunicorn's keepalive is 5 s): once more
+                # on a new one, as an HTTP client does; its time still counts from when the request was due
+                conn.writer.close()
+                conn = await Connection.open(host, port)
+                status, data = await conn.request(head, body)
         except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
             phase.errors += 1
             opened -= 1
@@ -200,8 +208,8 @@ def service(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     try:
         migrate.upgrade(database_url)
         engine = make_engine(database_url)
-        key = ApiKeyStore(make_session_factory(engine)).create(
-            "load", max_concurrent=10**9, tokens_per_day=10**12)[1]
+        limits = {} if args.no_quota else {"max_concurrent": 10**9, "tokens_per_day": 10**12}
+        key = ApiKeyStore(make_session_factory(engine)).create("load", **limits)[1]
         engine.dispose()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "GENQ_BROKER_URL": args.redis,
                "GENQ_BROKER_KEY_PREFIX": prefix, "GENQ_AUTH": "keys", "GENQ_API_WORKERS": str(args.workers),
@@ -266,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=10)
     parser.add_argument("--p99-ms", type=float, default=50)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--no-quota", action="store_true", help="the key has no quotas (no quota path, no key lock)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
