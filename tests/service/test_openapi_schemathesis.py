@@ -3,7 +3,8 @@ content type, body and declared header as documented.
 
 The app is served over real HTTP on a private PostgreSQL database, publishing to Redis under a key prefix only
 this test uses, with API keys required (GENQ_AUTH=keys): every fuzzed request carries a valid key, so the
-fuzzing reaches past authentication, and a second key's requests check the 401/403 answers too. No worker runs, so jobs stay queued. Fuzzed ids name nothing, so the reads of existing objects
+fuzzing reaches past authentication, and a second key's requests check the 401/403 answers too.
+No worker runs, so jobs stay queued. Fuzzed ids name nothing, so the reads of existing objects
 (a job, its deliveries and event stream, a batch and its results) are checked by a second test with real ids.
 An event stream stays open while its job is live: schemathesis reads one for at most `request-timeout` seconds.
 """
