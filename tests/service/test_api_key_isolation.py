@@ -116,3 +116,15 @@ def test_event_streams_are_capped_per_key_not_per_address(keyed_api: KeyedApi) -
         for r in opened:
             r.close()
     wait_until(lambda: limits.open_streams() == 0 or None, 30, "the streams to close")
+
+
+def test_two_keys_sending_the_same_idempotency_key_get_their_own_jobs(keyed_api: KeyedApi) -> None:
+    key_a, key_b = keyed_api.new_key("idem-a"), keyed_api.new_key("idem-b")
+    same = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    body = {"prompt": "Hi"}
+    a = requests.post(keyed_api.url + "/v1/jobs", json=body, headers={**bearer(key_a), **same}, timeout=30)
+    b = requests.post(keyed_api.url + "/v1/jobs", json=body, headers={**bearer(key_b), **same}, timeout=30)
+    again = requests.post(keyed_api.url + "/v1/jobs", json=body, headers={**bearer(key_a), **same}, timeout=30)
+    assert a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"]
+    assert "Idempotent-Replayed" not in b.headers  # B's first use of it: not A's job replayed
+    assert again.json()["id"] == a.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
