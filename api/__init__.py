@@ -4,7 +4,9 @@ One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `
 `models`, `health`, `openapi`; and the OpenAI-compatible surface, the `api.openai` package, under
 /openai/v1); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
 call the core and answer, every error in one shape (`errors`); `http_server`, `http_limits`, `json_depth` and
-`stream_limits` bound what a request may cost, and `event_hub` feeds every event stream of the process. It
+`stream_limits` bound what a request may cost, `event_hub` feeds every event stream of the process, `auth`
+says whose request it is (API keys) and `quota_limits` answers a key over its quota; `gunicorn_conf` is how
+`genq api` serves it. It
 imports `genq` and the torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers`
 or torch.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from api.auth import auth_required, authenticate, log_mode
 from api.errors import register_error_handlers
 from api.event_hub import EventHub
 from api.http_limits import check_request_limits
@@ -21,6 +24,7 @@ from genq.broker import Publisher, make_celery
 from genq.catalog import Catalog
 from genq.relay import PublishRelay
 from genq.settings import Settings
+from genq.store.api_keys import ApiKeyStore
 from genq.store.db import make_engine, make_session_factory
 from genq.store.jobs import JobStore
 from genq.webhooks.dispatch import WebhookPublisher
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     webhook_publisher = WebhookPublisher(celery)
     store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many)
     publisher = Publisher(celery)
+    required = auth_required(settings.auth, settings.host)
+    log_mode(required, settings.host)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         db=db,
@@ -57,10 +63,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         webhook_publisher=webhook_publisher,
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
+        auth_required=required,
+        api_keys=ApiKeyStore(sessions),
     )
     for module in (jobs, batches, webhooks, models, health, openapi):  # one blueprint per resource
         app.register_blueprint(module.bp)
     app.before_request(check_request_limits)  # before any view reads the request
+    app.before_request(authenticate)  # then whose request it is
     register_error_handlers(app)
     openai_routes.register(app)  # the OpenAI-compatible surface, /openai/v1, with its own error shape
     return app

@@ -8,13 +8,16 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import current_key_id, current_quota
 from api.batch_parsing import parse_batch
 from api.errors import ApiError
 from api.json_depth import TooDeep
 from api.parsing import loads, parse_metadata
+from api.quota_limits import quota_error
 from api.services import services
 from genq.serialize import iso, job_to_dict
 from genq.store.batches import BatchStore, BatchView
+from genq.store.quotas import QuotaExceeded
 from genq.submit import submit_batch
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -31,7 +34,10 @@ def create_batch() -> Response:
         raw, svc.catalog, max_lines=svc.settings.batch_max_lines,
         max_metadata_bytes=svc.settings.max_metadata_bytes, webhook_allow=svc.settings.webhook_allow,
     )
-    batch_id = submit_batch(svc.store, svc.publisher, lines, metadata, relay=svc.relay)
+    try:
+        batch_id = submit_batch(svc.store, svc.publisher, lines, metadata, quota=current_quota(), relay=svc.relay)
+    except QuotaExceeded as e:  # the whole batch, before any of it was created
+        raise quota_error(e) from None
     response = jsonify(batch_to_dict(_view(batch_id)))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch_id)
@@ -66,7 +72,7 @@ def batch_to_dict(view: BatchView) -> dict[str, Any]:
 
 
 def _view(batch_id: str) -> BatchView:
-    view = BatchStore(services().sessions).view(batch_id)
+    view = BatchStore(services().sessions).view(batch_id, owner=current_key_id())  # another key's: not found
     if view is None:
         raise ApiError(404, "batch_not_found", f"no batch {batch_id!r}")
     return view

@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.errors import ApiError
+from api.scoping import owned_job
 from api.services import services
 from genq.broker import PublishError
 from genq.serialize import iso
@@ -74,5 +75,4 @@ def delivery_to_dict(d: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict
 
 
 def _require_job(job_id: str) -> None:
-    if services().store.get(job_id) is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    owned_job(job_id)

@@ -41,12 +41,14 @@ def http_error_code(status: int) -> str:
 class ApiError(Exception):
     """Raised by parsing and views; rendered by error_response."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers or {}  # sent with the error (WWW-Authenticate, Retry-After, RateLimit, ...)
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
@@ -92,7 +94,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> Response:
-        return error_response(e.status, e.code, e.message, e.field)
+        response = error_response(e.status, e.code, e.message, e.field)
+        response.headers.update(e.headers)
+        return response
 
     app.register_error_handler(HTTPException, http_error_response)
 

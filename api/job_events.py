@@ -25,8 +25,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from api.auth import current_key_id
 from api.errors import ApiError, error_response
 from api.event_hub import Subscription
+from api.scoping import owned_job
 from api.services import services
 from api.stream_limits import RETRY_AFTER_S, TooManyStreams, client_key
 from genq.serialize import iso, job_to_dict
@@ -41,11 +43,10 @@ RECONNECT_MS = 1000  # the `retry:` hint: how soon a client's EventSource reconn
 @bp.get("/<job_id>/events")
 def job_events(job_id: str) -> Response:
     svc = services()
-    if svc.store.get(job_id) is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    owned_job(job_id)
     after = _last_event_id()
     try:
-        slot = svc.stream_limits.acquire(client_key(request))
+        slot = svc.stream_limits.acquire(client_key(request, current_key_id()))
     except TooManyStreams as e:
         response = error_response(429, "too_many_streams", str(e))
         response.headers["Retry-After"] = str(RETRY_AFTER_S)

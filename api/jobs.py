@@ -2,14 +2,19 @@
 deliveries (api/deliveries.py) are blueprints nested in this one: /v1/jobs/{id}/events, /v1/jobs/{id}/deliveries."""
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from api import deliveries, job_events
+from api.auth import current_key_id, current_quota
 from api.errors import ApiError
 from api.list_query import parse_list_query
 from api.parsing import json_body, parse_new_job
 from api.prefer import is_finished, wait_preference, wait_until_finished
 from api.presenting import job_json, jobs_json
+from api.quota_limits import quota_error
+from api.scoping import owned_job
 from api.services import services
 from genq.store.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
@@ -20,6 +25,7 @@ from genq.store.idempotency import (
 )
 from genq.store.leases import CancelOutcome, request_cancel
 from genq.store.listing import CursorError, list_jobs
+from genq.store.quotas import QuotaExceeded
 from genq.submit import submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -42,7 +48,10 @@ def create_job() -> Response:
 
     try:
         job, created = submit_job(svc.store, svc.publisher, new, idempotency_key=key,
-                                  body_hash=request_hash(body) if key is not None else "", relay=svc.relay)
+                                  body_hash=request_hash(body) if key is not None else "", quota=current_quota(),
+                                  relay=svc.relay)
+    except QuotaExceeded as e:
+        raise quota_error(e) from None
     except IdempotencyKeyReused as e:
         raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
     replayed = not created
@@ -62,17 +71,14 @@ def create_job() -> Response:
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
-    store = services().store
-    job = store.get(job_id)
-    if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
-    return jsonify(job_json(store, job))
+    return jsonify(job_json(services().store, owned_job(job_id)))
 
 
 @bp.get("")
 def list_all() -> Response:
     store = services().store
     where, limit, cursor = parse_list_query(request.args)
+    where = dataclasses.replace(where, owner=current_key_id())
     try:
         jobs, next_cursor = list_jobs(store, where, limit, cursor)
     except CursorError as e:
@@ -86,6 +92,7 @@ def cancel(job_id: str) -> Response:
     """200 with the canceled job (also when it already was); 202 with the running job whose worker is stopping
     it; 409 `job_finished` if it had already ended otherwise."""
     store = services().store
+    owned_job(job_id)  # another key's job is not found (its owner never changes)
     outcome, job = request_cancel(store, job_id)
     if job is None or outcome is CancelOutcome.NOT_FOUND:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from api.auth import auth_required
 from api.http_limits import MAX_HEADER_BYTES, MAX_HEADER_FIELD_BYTES, MAX_URL_BYTES
 from api.openai.openapi import TAG as OPENAI_TAG, openai_paths, openai_schemas
 from api.openapi_paths import (
@@ -21,6 +22,7 @@ from api.openapi_paths import (
     UNAVAILABLE_CODES,
     batch_paths,
     error,
+    header,
     job_paths,
     json_response,
     unavailable,
@@ -62,8 +64,42 @@ def _service() -> dict[str, Schema]:
     }
 
 
+PUBLIC_OPERATIONS = frozenset({"health", "openapi"})  # api.auth.PUBLIC_ENDPOINTS: no key asked for
+QUOTA_OPERATIONS = frozenset({"createJob", "createBatch"})  # they count against the key's quotas
+SECURITY_SCHEME = "apiKey"
+
+
+def _secure(paths: dict[str, Schema], required: bool) -> dict[str, Schema]:
+    """Every operation but the public ones answers 401/403 to a missing, unknown or revoked key (when keys are
+    required); those that submit answer 429 past a quota."""
+    for item in paths.values():
+        for operation in item.values():
+            if operation["operationId"] in PUBLIC_OPERATIONS:
+                operation["security"] = []
+                continue
+            if required:
+                operation["responses"].update({"401": {"$ref": "#/components/responses/Unauthenticated"},
+                                               "403": {"$ref": "#/components/responses/Revoked"}})
+            if operation["operationId"] in QUOTA_OPERATIONS:
+                operation["responses"]["429"] = {"$ref": "#/components/responses/QuotaExceeded"}
+    return paths
+
+
+def _quota_exceeded() -> Schema:
+    return error("`concurrent_quota_exceeded` (the key's unfinished jobs would pass its `max_concurrent`) or "
+                 "`tokens_quota_exceeded` (its tokens of the UTC day, prompt + `max_new_tokens` reserved per "
+                 "job, would pass `tokens_per_day`). Nothing was created.") | {"headers": {
+        "Retry-After": header("seconds until the limit is expected to be free"),
+        "RateLimit-Policy": header('the key\'s quotas, e.g. `"tokens";q=100000;w=86400;qu="tokens", '
+                                   '"concurrent";q=4;qu="concurrent-requests"`'),
+        "RateLimit": header('the limit that refused it: `"tokens";r=<remaining>;t=<seconds to reset>`'),
+    }}
+
+
 def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str, Any]:
     """The OpenAPI document of the API as configured by `settings`, serving `served_models`."""
+    required = auth_required(settings.auth, settings.host)
+    challenge = {"headers": {"WWW-Authenticate": header("`Bearer realm=\"genq\"`")}}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -75,10 +111,20 @@ def build_document(settings: Settings, served_models: Sequence[str]) -> dict[str
         },
         "tags": [{"name": OPENAI_TAG, "description": "The OpenAI-compatible surface under /openai/v1, for the "
                                                      "official `openai` client: OpenAI's objects and error shape."}],
-        "paths": {**job_paths(settings), **batch_paths(settings), **_service(), **openai_paths(settings)},
+        "paths": {**_secure({**job_paths(settings), **batch_paths(settings), **_service()}, required),
+                  **openai_paths(settings)},
+        "security": [{SECURITY_SCHEME: []}] if required else [],
         "components": {
+            "securitySchemes": {SECURITY_SCHEME: {
+                "type": "http", "scheme": "bearer",
+                "description": "`Authorization: Bearer <key>`, a key made by `genq keys create`. Required unless "
+                               "GENQ_AUTH=off (the default only on a loopback bind address)."}},
             "schemas": {**component_schemas(served_models, settings.max_metadata_bytes), **openai_schemas()},
             "responses": {
+                "Unauthenticated": error("`unauthenticated` (no `Authorization: Bearer` key) or `invalid_api_key` "
+                                         "(no such key).") | challenge,
+                "Revoked": error("`api_key_revoked`: the key was revoked (`genq keys revoke`).") | challenge,
+                "QuotaExceeded": _quota_exceeded(),
                 "UriTooLong": error(f"`uri_too_long`: the URL is over {MAX_URL_BYTES} bytes."),
                 "HeadersTooLarge": error(f"`headers_too_large`: a header is over {MAX_HEADER_FIELD_BYTES} bytes "
                                          f"(`field` names it), or all are over {MAX_HEADER_BYTES} together."),

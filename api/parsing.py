@@ -110,15 +110,17 @@ def parse_new_job(
         schedule = Schedule.from_body(body)
     except ScheduleError as e:
         raise ApiError(422, "invalid_value", e.message, e.field) from None
-    _check_fits_model(model, params, job_input)  # last: it counts the prompt's tokens
-    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter, schedule)
+    prompt_tokens = _check_fits_model(model, params, job_input)  # last: it counts the prompt's tokens
+    return NewJob(model.name, job_input, params.to_dict(), metadata, webhook, events_filter, schedule,
+                  prompt_tokens=prompt_tokens)
 
 
-def _check_fits_model(model: ServedModel, params: GenerationParams, job_input: dict[str, Any]) -> None:
+def _check_fits_model(model: ServedModel, params: GenerationParams, job_input: dict[str, Any]) -> int | None:
     """What the worker's engine would refuse, refused now: bounds that depend on the model (top_k, stop ids),
-    input its chat template refuses, and a prompt + max_new_tokens over its context length."""
+    input its chat template refuses, and a prompt + max_new_tokens over its context length. Returns the
+    prompt's tokens, as counted."""
     try:
-        model.check_request(params, job_input)
+        return model.check_request(params, job_input)
     except ContextOverflow as e:
         raise ApiError(422, "context_length_exceeded", e.message, e.field) from None
     except ParamError as e:

@@ -5,13 +5,13 @@ from typing import Any
 
 from genq.serialize import job_to_dict
 from genq.store.jobs import JobStore
-from genq.store.listing import queue_info
+from genq.store.listing import queue_info, queue_info_one
 from genq.store.schema import Job
 
 
 def job_json(store: JobStore, job: Job) -> dict[str, Any]:
     """One job as the API shows it."""
-    return jobs_json(store, [job])[0]
+    return job_to_dict(job, queue_info_one(store, job))
 
 
 def jobs_json(store: JobStore, jobs: list[Job]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from genq.broker import Publisher
 from genq.catalog import Catalog
 from genq.relay import PublishRelay
 from genq.settings import Settings
+from genq.store.api_keys import ApiKeyStore
 from genq.store.jobs import JobStore
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
@@ -37,6 +38,9 @@ class Services:
     # event streams: the process's one poller of the event log, and the caps on open streams
     event_hub: EventHub
     stream_limits: StreamLimits
+    # API keys (api/auth.py): whether a key is required, and where keys are found
+    auth_required: bool
+    api_keys: ApiKeyStore
 
 
 def services() -> Services:

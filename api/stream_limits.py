@@ -1,4 +1,5 @@
-"""Caps on open event streams: all of an API process's, and each client's (GENQ_EVENTS_MAX_STREAMS[_PER_CLIENT]).
+"""Caps on open event streams: all of an API process's, and each client's (GENQ_EVENTS_MAX_STREAMS[_PER_CLIENT]);
+a client is its API key when there is one, else its peer address.
 
 A stream takes a slot before it starts and gives it back when it ends, however it ends (the job finished,
 its time limit, the client went away: the server notices at the next write, a keep-alive at the latest).
@@ -13,8 +14,11 @@ from flask import Request
 RETRY_AFTER_S = 5  # a slot frees when some stream ends; there is no knowing when, so a short, fixed hint
 
 
-def client_key(request: Request) -> str:
-    """Whose streams a request's counts against: its peer address for now (an API key, once there are keys)."""
+def client_key(request: Request, key: str | None) -> str:
+    """Whose streams a request's counts against: its API key's id `key` (however many addresses it calls from),
+    or with auth off (None) its peer address."""
+    if key is not None:
+        return f"key:{key}"
     return request.remote_addr or "unknown"
 
 

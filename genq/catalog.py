@@ -46,15 +46,17 @@ class ServedModel:
     def limits(self) -> ModelLimits:
         return ModelLimits(vocab_size=self.vocab_size, context_length=self.context_length)
 
-    def check_request(self, params: GenerationParams, job_input: Mapping[str, Any]) -> None:
+    def check_request(self, params: GenerationParams, job_input: Mapping[str, Any]) -> int | None:
         """Refuse what the engine would refuse at the worker: a parameter past this model's bounds (ParamError),
         messages or a prompt it cannot encode (PromptError), or a prompt + max_new_tokens over the context
-        (ContextOverflow). The prompt is counted with the model's own tokenizer and chat template."""
+        (ContextOverflow). The prompt is counted with the model's own tokenizer and chat template; returns
+        that count (None when the model's files have no tokenizer to count with)."""
         check_for_model(params, self.limits)
         n = count_prompt_tokens(self.spec.source, job_input)
         if n is not None:
             field = "messages" if "messages" in job_input else "prompt"
             check_fits(n, params.max_new_tokens, self.context_length, field)
+        return n
 
     @cached_property
     def generation_defaults(self) -> dict[str, Any]:

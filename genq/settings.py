@@ -40,6 +40,9 @@ ENV_VARS = (
     "GENQ_JOB_TIMEOUT",
     "GENQ_HOST",
     "GENQ_PORT",
+    "GENQ_AUTH",
+    "GENQ_API_WORKERS",
+    "GENQ_API_THREADS",
     "GENQ_MAX_BODY_BYTES",
     "GENQ_MAX_METADATA_BYTES",
     # webhooks, events, batches (see events_settings)
@@ -101,6 +104,12 @@ class Settings:
     job_timeout: int = 1800  # seconds a task waits for the engine before failing the job
     host: str = "127.0.0.1"
     port: int = 8000
+    # API keys (api/auth.py): "keys" | "off"; None (GENQ_AUTH unset): off only on a loopback bind address
+    auth: str | None = None
+    # `genq api` under gunicorn (api/gunicorn_conf.py): worker processes, and threads each (gthread: one per
+    # request in progress, and one per open event stream)
+    api_workers: int = 2
+    api_threads: int = 32
     max_body_bytes: int = 1 << 20
     max_metadata_bytes: int = 16 << 10
     # webhooks, events, batches: read by events_settings
@@ -166,6 +175,9 @@ class Settings:
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),
             host=env.get("GENQ_HOST") or "127.0.0.1",
             port=_int(env, "GENQ_PORT", 8000, lo=0, hi=65535),
+            auth=_choice(env, "GENQ_AUTH", "keys", ("keys", "off")) if env.get("GENQ_AUTH") else None,
+            api_workers=_int(env, "GENQ_API_WORKERS", 2, lo=1, hi=256),
+            api_threads=_int(env, "GENQ_API_THREADS", 32, lo=1, hi=10_000),
             max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
             max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
             **events_settings(env),

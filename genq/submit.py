@@ -10,15 +10,20 @@ waiting out the broker's retries). A message lost later (e.g. in a broker flush)
 
 With an idempotency key (genq.store.idempotency), the key's row is inserted in the job's transaction: the
 same key and body return the job already made.
+
+Given the submitting API key's `Quota` (genq.store.quotas), the jobs are its (`owner`), its quotas are
+reserved in the jobs' transaction (QuotaExceeded: nothing is created), and its idempotency keys are its own.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from genq.broker import Publisher, PublishError
 from genq.ids import new_id
@@ -28,6 +33,7 @@ from genq.store import idempotency
 from genq.store.batches import BatchStore
 from genq.store.idempotency import IdempotencyKeyReused
 from genq.store.jobs import JobStore
+from genq.store.quotas import Quota, reserve
 from genq.store.schema import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,12 @@ class NewJob:
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
     schedule: Schedule = field(default_factory=Schedule)  # priority, ttl_seconds, deadline_seconds, max_attempts
+    prompt_tokens: int | None = None  # as counted at submit (None: the model's tokenizer could not tell)
+
+    @property
+    def tokens_to_reserve(self) -> int:
+        """The most tokens the job can use: its prompt's plus max_new_tokens (a daily quota reserves these)."""
+        return (self.prompt_tokens or 0) + int(self.params.get("max_new_tokens") or 0)
 
 
 @dataclass(frozen=True)
@@ -64,21 +76,26 @@ def submit_job(
     *,
     idempotency_key: str | None = None,
     body_hash: str = "",
+    quota: Quota | None = None,
     relay: PublishRelay | None = None,
 ) -> tuple[Job, bool]:
     """Record `new` as a `queued` job and publish it; returns (job, created).
 
     Given `idempotency_key` (validated, with the request body's `body_hash`): the job made earlier with this key
     and body, if any (created False). Raises IdempotencyKeyReused if the key was used with another body.
+    With `quota` (the submitting key's), raises QuotaExceeded when the job would pass it.
     A job the broker refused stays queued for `relay` (or, without one, the sweepers) to publish.
     """
+    fields = _job_fields(new, quota)
+    guard = _guard(quota, [new])
     if idempotency_key is None:
-        job = store.create(**_job_fields(new))
+        job = store.create(**fields, guard=guard)
         _publish(store, publisher, [job], relay)
         return job, True
+    stored_key = _scoped_key(idempotency_key, quota)
     for _ in range(_INSERT_TRIES):
         now = utcnow()
-        found = idempotency.find(store, idempotency_key, now)
+        found = idempotency.find(store, stored_key, now)
         if found is not None:
             row, job = found
             if row.request_hash != body_hash:
@@ -86,12 +103,12 @@ def submit_job(
             return job, False
         job_id = new_id()
         try:
-            job = store.create(**_job_fields(new), job_id=job_id,
-                               also=[idempotency.key_row(idempotency_key, job_id, body_hash, now)])
+            job = store.create(**fields, job_id=job_id, guard=guard,
+                               also=[idempotency.key_row(stored_key, job_id, body_hash, now)])
         except IntegrityError:
             # another request committed this key first (read its job next time round), or an expired row of it
             # is in the way (delete it, then insert again)
-            idempotency.delete_if_expired(store, idempotency_key, now)
+            idempotency.delete_if_expired(store, stored_key, now)
             continue
         _publish(store, publisher, [job], relay)
         return job, True
@@ -100,24 +117,45 @@ def submit_job(
 
 def submit_batch(
     store: JobStore, publisher: Publisher, lines: Sequence[BatchLine], metadata: Mapping[str, Any] | None,
-    *, batch_id: str | None = None, also: Sequence[object] = (), relay: PublishRelay | None = None,
+    *, batch_id: str | None = None, also: Sequence[object] = (), quota: Quota | None = None,
+    relay: PublishRelay | None = None,
 ) -> str:
     """Record the batch and all its jobs in one transaction (every job or none), then publish them; returns the
     batch id (`batch_id` if given). `also`: more rows for that transaction (the OpenAI Batch API's record of the
-    batch). Jobs the broker refused stay queued for `relay` (or the sweepers) to publish."""
+    batch). Raises QuotaExceeded (nothing created) if the whole batch would pass `quota`. Jobs the broker refused
+    stay queued for `relay` (or the sweepers) to publish."""
     batch_id = batch_id or new_id()
     jobs = [
-        JobStore.build(**_job_fields(b.job), batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line)
+        JobStore.build(**_job_fields(b.job, quota), batch_id=batch_id, custom_id=b.custom_id, batch_line=b.line)
         for b in lines
     ]
-    BatchStore(store.sessions).create(batch_id, jobs, metadata, also)
+    BatchStore(store.sessions).create(batch_id, jobs, metadata, also, owner=quota.key_id if quota else None,
+                                      guard=_guard(quota, [b.job for b in lines]))
     _publish(store, publisher, jobs, relay)
     return batch_id
 
 
-def _job_fields(new: NewJob) -> dict[str, Any]:
+def _job_fields(new: NewJob, quota: Quota | None) -> dict[str, Any]:
     return {"model": new.model, "input": new.input, "params": new.params, "metadata": new.metadata,
-            "webhook": new.webhook, "webhook_events_filter": new.webhook_events_filter, "schedule": new.schedule}
+            "webhook": new.webhook, "webhook_events_filter": new.webhook_events_filter, "schedule": new.schedule,
+            "owner": quota.key_id if quota else None,
+            "tokens_reserved": new.tokens_to_reserve if quota and quota.counts_tokens else None}
+
+
+def _guard(quota: Quota | None, jobs: Sequence[NewJob]) -> Callable[[Session], None] | None:
+    """What the jobs' transaction runs first: the reservation of `quota` for them (None: nothing to count)."""
+    if quota is None or not quota.limited:
+        return None
+    tokens = sum(j.tokens_to_reserve for j in jobs) if quota.counts_tokens else 0
+    return lambda session: reserve(session, quota, len(jobs), tokens)
+
+
+def _scoped_key(idempotency_key: str, quota: Quota | None) -> str:
+    """The key as stored: a client's own namespace (its API key's id and the key's digest, which fits the
+    column whatever the key's length), so two API keys' equal Idempotency-Keys never meet."""
+    if quota is None:
+        return idempotency_key
+    return f"{quota.key_id}/{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
 
 
 def _publish(store: JobStore, publisher: Publisher, jobs: Sequence[Job], relay: PublishRelay | None) -> None:

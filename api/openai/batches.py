@@ -16,15 +16,17 @@ from flask import Blueprint, Response, jsonify, request
 from api.batch_parsing import parse_batch
 from api.errors import ApiError
 from api.openai.batch_lines import ENDPOINTS
-from api.openai.caller import caller
-from api.openai.errors import OpenAIError
+from api.openai.caller import caller, quota
+from api.openai.errors import OpenAIError, from_api_error
 from api.openai.files import ERRORS, OUTPUT, batch_file_id
 from api.parsing import json_body, parse_metadata
+from api.quota_limits import quota_error
 from api.services import services
 from genq.ids import new_id
 from genq.store.batches import BatchStore, BatchView
 from genq.store.openai_batches import OpenAIBatchStore
 from genq.store.openai_files import FileStore
+from genq.store.quotas import QuotaExceeded
 from genq.store.schema import OpenAIBatch, utcnow
 from genq.submit import submit_batch
 from models.echo import short
@@ -70,7 +72,11 @@ def create() -> Response:
     batch_id = new_id()
     record = OpenAIBatch(batch_id=batch_id, endpoint=endpoint, input_file_id=info.id, completion_window=window,
                          owner=owner, created_at=utcnow())
-    submit_batch(svc.store, svc.publisher, lines, metadata, batch_id=batch_id, also=[record], relay=svc.relay)
+    try:
+        submit_batch(svc.store, svc.publisher, lines, metadata, batch_id=batch_id, also=[record], quota=quota(),
+                     relay=svc.relay)
+    except QuotaExceeded as e:  # the whole batch, before any of it was created
+        raise from_api_error(quota_error(e)) from None
     return jsonify(_object(batch_id))
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.errors import ApiError
-from api.openai.errors import OpenAIError
+from api.openai.caller import caller, quota
+from api.openai.errors import OpenAIError, from_api_error
 from api.openai.objects import completion_object
 from api.openai.requests import CHAT, COMPLETION, parse_request
 from api.openai.streaming import ChunkStream
 from api.openai.waiting import job_error, wait_for_job
 from api.parsing import json_body
+from api.quota_limits import quota_error
 from api.services import services
 from api.stream_limits import TooManyStreams, client_key
 from genq.status import JobStatus
+from genq.store.quotas import QuotaExceeded
 from genq.submit import submit_job
 
 bp = Blueprint("openai_completions", __name__)
@@ -44,11 +47,15 @@ def _complete(endpoint: str) -> Response:
     slot = None
     if parsed.stream:
         try:
-            slot = svc.stream_limits.acquire(client_key(request))
+            slot = svc.stream_limits.acquire(client_key(request, caller()))
         except TooManyStreams as e:
             raise OpenAIError(429, str(e), "too_many_streams") from None
-    try:  # (the job's owner, once jobs have one, is api.openai.caller.caller())
-        job, _ = submit_job(svc.store, svc.publisher, parsed.job, relay=svc.relay)
+    try:
+        job, _ = submit_job(svc.store, svc.publisher, parsed.job, quota=quota(), relay=svc.relay)
+    except QuotaExceeded as e:
+        if slot is not None:
+            slot.release()
+        raise from_api_error(quota_error(e)) from None
     except BaseException:
         if slot is not None:
             slot.release()

@@ -26,15 +26,16 @@ class OpenAIError(Exception):
     """Raised by the OpenAI-compatible views; rendered by openai_error_response."""
 
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 retry: bool | None = None):
+                 retry: bool | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.retry = status, message, code, param, retry
+        self.headers = headers or {}  # sent with the error (WWW-Authenticate, Retry-After, RateLimit, ...)
 
 
 def from_api_error(e: ApiError, param: str | None = None) -> OpenAIError:
     """genq's error as OpenAI's: the status the client expects, genq's code, the field as OpenAI names it."""
     status = e.status if e.status in _KEPT or e.status >= 500 else 400
-    return OpenAIError(status, e.message, e.code, param if param is not None else e.field)
+    return OpenAIError(status, e.message, e.code, param if param is not None else e.field, headers=e.headers)
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, object]:
@@ -49,6 +50,7 @@ def openai_error_response(e: OpenAIError) -> Response:
         response.headers["x-should-retry"] = "true" if e.retry else "false"
     if e.status in (429, 503):
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    response.headers.update(e.headers)
     return response
 
 

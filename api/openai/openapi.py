@@ -30,6 +30,8 @@ def _obj(properties: dict[str, Schema], required: list[str] | None = None) -> Sc
 
 # responses every OpenAI-compatible operation may give, in OpenAI's error shape
 _ALWAYS = {
+    "401": _error("AuthenticationError: no `Authorization: Bearer` key, or an unknown one (when keys are required)."),
+    "403": _error("PermissionDeniedError: the key was revoked."),
     "414": _error("`uri_too_long`."),
     "431": _error("`headers_too_large`."),
     "500": _error("`internal_error` (a bug, logged), or the request's job failed (its error code)."),
@@ -91,7 +93,8 @@ def _completions(chat: bool) -> Schema:
                              "text/event-stream": {"schema": {"type": "string"}}}},
          "400": _BAD, "404": _error("`model_not_found`."),
          "409": _error("`job_canceled`: the job was canceled from elsewhere."),
-         "429": _error("`too_many_streams`: the stream caps.")},
+         "429": _error("RateLimitError: `too_many_streams` (the stream caps), or the key's quota "
+                       "(`concurrent_quota_exceeded`, `tokens_quota_exceeded`, with `Retry-After`).")},
         description="Not supported, a 400 naming the parameter: " + ", ".join(sorted(UNSUPPORTED)) +
                     ", `n` > 1, `logit_bias`, `response_format` other than text. A client that disconnects "
                     "cancels its job.",
@@ -155,7 +158,9 @@ def openai_paths(settings: Settings) -> dict[str, Schema]:
              "404": _error("`file_not_found`.")}, parameters=[file_id])},
         f"{p}/batches": {
             "post": _op("openaiCreateBatch", "OpenAI's create batch: every line validated, then one genq batch",
-                        {"200": _ok(BATCH, "The batch."), "400": _BAD, "404": _error("`file_not_found`.")},
+                        {"200": _ok(BATCH, "The batch."), "400": _BAD, "404": _error("`file_not_found`."),
+                         "429": _error("RateLimitError: the batch would pass the key's quota; nothing was "
+                                       "created.")},
                         requestBody={"required": True, "content": {JSON: {"schema": _obj(
                             {"input_file_id": {"type": "string"},
                              "endpoint": {"enum": ["/v1/chat/completions", "/v1/completions"]},

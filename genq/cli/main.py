@@ -1,4 +1,4 @@
-"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench."""
+"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench, keys (genq/cli/keys.py)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the REST API")
     api.add_argument("--host", help="bind address (GENQ_HOST, default 127.0.0.1)")
     api.add_argument("--port", type=int, help="port (GENQ_PORT, default 8000)")
+    api.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn",
+                     help="gunicorn (default: GENQ_API_WORKERS processes x GENQ_API_THREADS threads) or werkzeug's "
+                          "threaded server (one process; what genq up runs)")
     api.set_defaults(func=_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker with the model engine")
@@ -80,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="served model name (service) or .gguf/HF dir (engine)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="engine options passed on to models.engine.bench")
     bench.set_defaults(func=_bench)
+
+    from genq.cli import keys
+
+    keys.register(sub)
     return parser
 
 
@@ -100,20 +107,15 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from api import create_app
-    from api.http_server import make_api_server
+    import dataclasses
+
+    from genq.cli.api_server import serve_gunicorn, serve_werkzeug
 
     settings = Settings.from_env()
     host, port = args.host or settings.host, args.port if args.port is not None else settings.port
-    server = make_api_server(host, port, create_app(settings))
-    print(f"genq api listening on http://{host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    settings = dataclasses.replace(settings, host=host, port=port)  # the bind address decides GENQ_AUTH's default
+    serve = serve_gunicorn if args.server == "gunicorn" else serve_werkzeug
+    return serve(settings, host, port)
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def run_up(host: str | None = None, port: int | None = None) -> int:
     ready_dir = tempfile.TemporaryDirectory(prefix="genq-up-")
     ready_file = os.path.join(ready_dir.name, "worker-ready.json")
     children = {
-        "api": _spawn(["api"], env),
+        "api": _spawn(["api", "--server", "werkzeug"], env),  # one process is plenty for one machine
         "worker": _spawn(["worker", "--ready-file", ready_file], env),
     }
     stopping = False

@@ -5,7 +5,7 @@ from its jobs (`jobs.batch_id`), so no worker has to update a batch and a count 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,12 +38,14 @@ class BatchStore:
         self._sessions = sessions
 
     def create(self, batch_id: str, jobs: Sequence[Job], metadata: Mapping[str, Any] | None,
-               also: Sequence[object] = ()) -> Batch:
+               also: Sequence[object] = (), owner: str | None = None,
+               guard: Callable[[Session], None] | None = None) -> Batch:
         """Insert the batch, its jobs (built by JobStore.build with this batch_id) and their first events,
         all in one transaction: either every job exists or none does. `also`: more rows that belong to the batch
-        (e.g. its OpenAI record), inserted in the same transaction."""
+        (e.g. its OpenAI record), inserted in the same transaction. `guard` runs last in it, the rows written
+        (a quota's reservation for all the jobs): if it raises, nothing is inserted."""
         batch = Batch(id=batch_id, total=len(jobs), created_at=utcnow(),
-                      client_metadata=dict(metadata) if metadata is not None else None)
+                      client_metadata=dict(metadata) if metadata is not None else None, owner=owner)
         with self._sessions.begin() as session:
             session.add(batch)
             session.flush()
@@ -51,15 +53,19 @@ class BatchStore:
             session.flush()
             session.add_all([status_event(job) for job in jobs])
             session.add_all(also)
+            if guard is not None:
+                session.flush()
+                guard(session)
         return batch
 
-    def view(self, batch_id: str) -> BatchView | None:
-        """The batch with its counts by status, or None (a malformed id is simply not found)."""
+    def view(self, batch_id: str, owner: str | None = None) -> BatchView | None:
+        """The batch with its counts by status, or None (a malformed id is simply not found). Given `owner`
+        (an API key's id), only a batch of that key is found."""
         if not is_id(batch_id):
             return None
         with self._sessions() as session:
             batch = session.get(Batch, batch_id)
-            if batch is None:
+            if batch is None or (owner is not None and batch.owner != owner):
                 return None
             rows = session.execute(
                 select(Job.status, func.count(), func.max(Job.completed_at))

@@ -70,11 +70,13 @@ class JobStore:
         """The session factory, for queries beyond these methods (listing, leases, the sweeper)."""
         return self._sessions
 
-    def create(self, *, also: Iterable[Base] = (), **fields: Any) -> Job:
+    def create(self, *, also: Iterable[Base] = (), guard: Callable[[Session], None] | None = None,
+               **fields: Any) -> Job:
         """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable).
 
         `also`: rows committed in the same transaction (e.g. its idempotency key): if one of them cannot be
-        inserted (sqlalchemy.exc.IntegrityError), neither is the job.
+        inserted (sqlalchemy.exc.IntegrityError), neither is the job. `guard` runs last in that transaction, the
+        rows written (a quota's reservation, genq.store.quotas): if it raises, nothing is inserted.
         """
         job = self.build(**fields)
         with self._sessions.begin() as session:
@@ -82,6 +84,9 @@ class JobStore:
             session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
             session.add(status_event(job))
             session.add_all(list(also))
+            if guard is not None:
+                session.flush()
+                guard(session)
         return job
 
     @staticmethod
@@ -98,6 +103,8 @@ class JobStore:
         batch_id: str | None = None,
         custom_id: str | None = None,
         batch_line: int | None = None,
+        owner: str | None = None,
+        tokens_reserved: int | None = None,
     ) -> Job:
         """A new `queued` job row, not yet added to a session; its event log starts at seq 1 (`queued`)."""
         now = utcnow()
@@ -123,6 +130,8 @@ class JobStore:
             expires_at=schedule.expires_at(now),
             deadline_seconds=schedule.deadline_seconds,
             published_at=now,  # published right after this commit (genq.submit)
+            owner=owner,
+            tokens_reserved=tokens_reserved,
         )
 
     def get(self, job_id: str) -> Job | None:

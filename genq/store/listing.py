@@ -45,6 +45,7 @@ class JobFilter:
     created_after: datetime | None = None  # strictly after
     created_before: datetime | None = None  # strictly before
     metadata: tuple[tuple[str, str], ...] = field(default=())  # metadata[key] is this string, for each pair
+    owner: str | None = None  # only this API key's jobs (None: everyone's, as when auth is off)
 
 
 def encode_cursor(job: Job) -> str:
@@ -118,8 +119,33 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
     return out
 
 
+def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> QueueInfo | None:
+    """`queue_info` of one job (what a submit or a poll shows; None unless it is queued), in one statement:
+    the jobs ahead of it are counted on the (model, status, priority, created_at) index, so it costs its
+    position rather than a ranking of its whole queue."""
+    if job.status != JobStatus.QUEUED.value:
+        return None
+    now = now or utcnow()
+    ahead = select(func.count()).select_from(Job).where(
+        Job.model == job.model, Job.status == JobStatus.QUEUED.value,
+        or_(Job.priority > job.priority,
+            and_(Job.priority == job.priority,
+                 or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)))),
+    ).scalar_subquery()
+    finished = select(func.count()).select_from(Job).where(
+        Job.model == job.model, Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
+        Job.completed_at >= now - WAIT_WINDOW,
+    ).scalar_subquery()
+    with store.sessions() as session:
+        position, done = session.execute(select(ahead, finished)).one()
+    rate = done / WAIT_WINDOW.total_seconds()
+    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None)
+
+
 def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    if where.owner is not None:
+        conditions.append(Job.owner == where.owner)
     if where.statuses:
         conditions.append(Job.status.in_(where.statuses))
     if where.model is not None:

@@ -2,8 +2,9 @@
 Alembic (migrations/); a test checks that the migrated database and these models agree.
 
 Tables: `jobs`, `idempotency_keys`, the per-job event log `job_events`, the webhook tables
-(`webhook_secrets`, the outbox `webhook_deliveries`, `webhook_attempts`), `batches`, and the OpenAI-compatible
-Batch API's `openai_files` and `openai_batches`.
+(`webhook_secrets`, the outbox `webhook_deliveries`, `webhook_attempts`), `batches`, the API keys
+(`api_keys`, their daily token usage `api_key_usage`), and the OpenAI-compatible Batch API's `openai_files` and
+`openai_batches`.
 
 Statuses are plain strings under a CHECK constraint, not a database enum, so a later migration can add
 one (e.g. a cancel request) on PostgreSQL and SQLite alike. Columns that later features need
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -104,6 +106,10 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # running: renewed by the holder
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last time its message was sent
+    # API keys (migration 0005_api_keys; genq/store/api_keys.py, quotas.py): the key that submitted it (None:
+    # auth was off), and the tokens its daily quota holds for it until it ends (None: no quota counted it)
+    owner: Mapped[str | None] = mapped_column(String(36))
+    tokens_reserved: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in JobStatus)})", name="ck_jobs_status"),
@@ -120,6 +126,9 @@ class Job(Base):
         # a batch's jobs: one custom_id each, read back in line order
         Index("ux_jobs_batch_custom_id", "batch_id", "custom_id", unique=True),
         Index("ix_jobs_batch_line", "batch_id", "batch_line"),
+        # a key's unfinished jobs (its concurrency quota) and its listing
+        Index("ix_jobs_owner_status", "owner", "status"),
+        Index("ix_jobs_owner_created_at", "owner", "created_at"),
     )
 
 
@@ -163,6 +172,8 @@ class WebhookSecret(Base):
 
     __tablename__ = "webhook_secrets"
 
+    # whose secret: an API key's id, or '' for the open API's (auth off)
+    owner: Mapped[str] = mapped_column(String(36), primary_key=True, server_default="")
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # generation: 1, 2, ...
     secret: Mapped[str] = mapped_column(String(128), nullable=False)  # whsec_<base64>
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
@@ -227,6 +238,33 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    owner: Mapped[str | None] = mapped_column(String(36))  # the API key that submitted it (None: auth off)
+
+
+class ApiKey(Base):
+    """An API key: its name, the SHA-256 of its secret value (the value itself is shown once and never stored),
+    its quotas (None: unlimited) and when it was revoked."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)  # unfinished (queued or running) jobs at once
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # prompt + completion tokens per UTC day
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiKeyUsage(Base):
+    """Tokens a key's jobs hold against its daily quota, per UTC day (`YYYY-MM-DD`): reserved at submit,
+    settled to what the job used when it ends (genq/store/quotas.py)."""
+
+    __tablename__ = "api_key_usage"
+
+    key_id: Mapped[str] = mapped_column(String(36), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
 class OpenAIFile(Base):

@@ -49,7 +49,7 @@ def run_delivery(delivery_id: str, ctx: DeliveryContext) -> str:
         return "deferred"
     if delivery is None:
         return "skipped"
-    secrets = [s.secret for s in ctx.secrets.signing()]
+    secrets = [s.secret for s in ctx.secrets.signing(owner=ctx.deliveries.owner(delivery))]  # its key's own
     attempt = deliver(
         delivery.url, event_body(delivery.payload), delivery.webhook_id, secrets, ctx.allow, ctx.timeout,
         attempt=delivery.attempt_count + 1, policy=ctx.policy,

@@ -80,6 +80,11 @@ class DeliveryStore:
         with self._sessions() as session:
             return session.get(WebhookDelivery, delivery_id)
 
+    def owner(self, delivery: WebhookDelivery) -> str | None:
+        """Whose delivery it is: its job's owner (an API key's id; None: the open API's). It signs with theirs."""
+        with self._sessions() as session:
+            return session.scalar(select(Job.owner).where(Job.id == delivery.job_id))
+
     def for_job(self, job_id: str) -> list[DeliveryRecord]:
         """The job's deliveries, oldest first, each with its attempts in order."""
         with self._sessions() as session:

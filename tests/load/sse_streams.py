@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "genq", "db", "upgrade"], env=env, check=True, capture_output=True)
         log = Path(tmp) / "api.log"  # a file, not a pipe: werkzeug logs every request, and a full pipe blocks
         with log.open("w") as out:
-            api = subprocess.Popen([sys.executable, "-m", "genq", "api", "--host", "127.0.0.1", "--port", "0"],
+            api = subprocess.Popen([sys.executable, "-m", "genq", "api", "--server", "werkzeug", "--host", "127.0.0.1",
+                                    "--port", "0"],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             url = _wait_listening(api, log)

@@ -2,7 +2,9 @@
 content type, body and declared header as documented.
 
 The app is served over real HTTP on a private PostgreSQL database, publishing to Redis under a key prefix only
-this test uses. No worker runs, so jobs stay queued. Fuzzed ids name nothing, so the reads of existing objects
+this test uses, with API keys required (GENQ_AUTH=keys): every fuzzed request carries a valid key, so the
+fuzzing reaches past authentication, and a second key's requests check the 401/403 answers too.
+No worker runs, so jobs stay queued. Fuzzed ids name nothing, so the reads of existing objects
 (a job, its deliveries and event stream, a batch and its results) are checked by a second test with real ids.
 An event stream stays open while its job is live: schemathesis reads one for at most `request-timeout` seconds.
 """
@@ -52,7 +54,7 @@ schemathesis.serializer.alias(list(JSONL_TYPES), "text/plain")
 def _settings(database_url: str) -> Settings:
     return Settings.from_env({
         "DATABASE_URL": database_url, "GENQ_BROKER_URL": REDIS_URL, "GENQ_BROKER_KEY_PREFIX": REDIS_PREFIX,
-        "GENQ_EVENTS_POLL_MS": "20", "GENQ_WEBHOOK_ALLOW": "127.0.0.1",
+        "GENQ_EVENTS_POLL_MS": "20", "GENQ_WEBHOOK_ALLOW": "127.0.0.1", "GENQ_AUTH": "keys",
     })
 
 
@@ -74,15 +76,21 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.fro
 schema = schema.exclude(path_regex="^/openai/")
 
 
+AUTH: dict[str, str] = {}  # the Authorization header of the key every request carries (set by `live`)
+
+
 @pytest.fixture(scope="module")
 def live(postgres_database: Callable[[], str]) -> Iterator[tuple[str, Services]]:
-    """(base URL, the app's services) of the API on its own database and Redis prefix."""
+    """(base URL, the app's services) of the API on its own database and Redis prefix; AUTH holds a key of it
+    with quotas (so the fuzzer meets 429s too)."""
     database_url = postgres_database()
     migrate.upgrade(database_url)
     app = create_app(_settings(database_url))
     server = ApiThread(app)
     assert requests.get(f"{server.url}/v1/openapi.json", timeout=10).json() == DOCUMENT
-    yield server.url, app.extensions["genq"]
+    svc: Services = app.extensions["genq"]
+    AUTH["Authorization"] = "Bearer " + svc.api_keys.create("fuzz", max_concurrent=1000, tokens_per_day=10**7)[1]
+    yield server.url, svc
     server.stop()
     app.extensions["genq"].db.dispose()
     client = redis.Redis.from_url(REDIS_URL)
@@ -94,12 +102,33 @@ def live(postgres_database: Callable[[], str]) -> Iterator[tuple[str, Services]]
 @schema.parametrize()
 @hypothesis.settings(database=None)
 def test_the_api_conforms_to_its_openapi_document(case: schemathesis.Case, live: tuple[str, Services]) -> None:
-    case.call_and_validate(base_url=live[0], checks=CHECKS)
+    case.call_and_validate(base_url=live[0], checks=CHECKS, headers=AUTH)
 
 
 def _call(url: str, path: str, method: str = "GET", **parts: Any) -> Any:
     case = schema[path][method].Case(**parts)
-    return case.call_and_validate(base_url=url, checks=CHECKS)
+    return case.call_and_validate(base_url=url, checks=CHECKS, headers=AUTH)
+
+
+def test_requests_without_a_valid_key_conform_to_the_document(live: tuple[str, Services]) -> None:
+    url, svc = live
+    revoked = "Bearer " + svc.api_keys.create("revoked-too")[1]
+    svc.api_keys.revoke("revoked-too")
+    for auth in ({}, {"Authorization": "Bearer genq_nothing"}, {"Authorization": "Basic eDp5"},
+                 {"Authorization": revoked}):
+        for path, method in (("/v1/jobs", "GET"), ("/v1/webhooks/secret", "GET"), ("/v1/models", "GET")):
+            response = schema[path][method].Case().call_and_validate(base_url=url, checks=CHECKS, headers=auth)
+            assert response.status_code in (401, 403)
+        job = schema["/v1/jobs"]["POST"].Case(body={"prompt": "Hi"}, media_type="application/json")
+        assert job.call_and_validate(base_url=url, checks=CHECKS, headers=auth).status_code in (401, 403)
+
+
+def test_an_answer_over_a_quota_conforms_to_the_document(live: tuple[str, Services]) -> None:
+    url, svc = live
+    auth = {"Authorization": "Bearer " + svc.api_keys.create("tight", max_concurrent=1)[1]}
+    case = schema["/v1/jobs"]["POST"].Case(body={"prompt": "Hi"}, media_type="application/json")
+    assert case.call_and_validate(base_url=url, checks=CHECKS, headers=auth).status_code == 202
+    assert case.call_and_validate(base_url=url, checks=CHECKS, headers=auth).status_code == 429
 
 
 def test_reads_of_existing_objects_conform_to_the_document(live: tuple[str, Services]) -> None:
