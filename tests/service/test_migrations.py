@@ -71,16 +71,18 @@ def _tables(url: str) -> set[str]:
 def test_the_history_is_one_line_with_no_empty_merge() -> None:
     scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite:///unused.db"))
     revisions = list(scripts.walk_revisions())  # head first
-    assert [r.revision for r in revisions] == ["0003_events_lifecycle", "0002_events", "0001_jobs"]
-    assert scripts.get_heads() == ["0003_events_lifecycle"] and scripts.get_bases() == ["0001_jobs"]
+    assert [r.revision for r in revisions] == ["0004_admin", "0003_events_lifecycle", "0002_events", "0001_jobs"]
+    assert scripts.get_heads() == ["0004_admin"] and scripts.get_bases() == ["0001_jobs"]
     for newer, older in pairwise(revisions):
         assert newer.down_revision == older.revision  # one predecessor each: no branch, no merge
     assert not any(r.is_merge_point or r.is_branch_point for r in revisions)
 
 
 def test_the_head_keeps_the_id_of_the_former_merge_so_databases_at_it_are_at_head() -> None:
-    # databases migrated before the history was made linear are at 0003_events_lifecycle, schema included
-    assert migrate.head_revision("sqlite:///unused.db") == "0003_events_lifecycle"
+    # databases migrated before the history was made linear are at 0003_events_lifecycle, schema included:
+    # that id stays in the line, so they upgrade from it
+    scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite:///unused.db"))
+    assert scripts.get_revision("0003_events_lifecycle").down_revision == "0002_events"
 
 
 def test_each_revision_upgrades_and_downgrades_on_its_own(empty_database_url: str) -> None:
