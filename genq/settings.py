@@ -124,6 +124,9 @@ class Settings:
     lease_seconds: int = 30
     sweep_interval: int = 15
     republish_after: int = 60
+    # the admin dashboard (api/admin/): an admin created, or updated, when the API starts
+    admin_user: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -168,6 +171,8 @@ class Settings:
             lease_seconds=_int(env, "GENQ_LEASE_SECONDS", 30, lo=2, hi=3600),
             sweep_interval=_int(env, "GENQ_SWEEP_INTERVAL", 15, lo=1, hi=3600),
             republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
+            admin_user=env.get("GENQ_ADMIN_USER") or None,
+            admin_password=env.get("GENQ_ADMIN_PASSWORD") or None,
         )
 
 

@@ -1,0 +1,43 @@
+"""The dashboard's lists beyond jobs: batches (newest first) and failing webhook deliveries (in retry, or
+given up), each one index range scan with a bound and an id cursor."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from genq.store.schema import Batch, WebhookAttempt, WebhookDelivery
+
+FAILING_KINDS = {"retrying": ("pending",), "failed": ("failed",), "gone": ("gone",)}
+
+
+def batches_page(sessions: sessionmaker[Session], limit: int, before: tuple[datetime, str] | None = None
+                 ) -> list[Batch]:
+    stmt = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(or_(Batch.created_at < before[0], and_(Batch.created_at == before[0], Batch.id < before[1])))
+    with sessions() as session:
+        return list(session.scalars(stmt))
+
+
+def failing_deliveries(sessions: sessionmaker[Session], kind: str, limit: int) -> list[WebhookDelivery]:
+    """Deliveries in retry (pending after a failed attempt), failed (retries exhausted) or gone (410),
+    the most recently changed first."""
+    stmt = (select(WebhookDelivery).where(WebhookDelivery.status.in_(FAILING_KINDS[kind]))
+            .order_by(WebhookDelivery.updated_at.desc()).limit(limit))
+    if kind == "retrying":
+        stmt = stmt.where(WebhookDelivery.attempt_count > 0)
+    with sessions() as session:
+        return list(session.scalars(stmt))
+
+
+def last_attempts(sessions: sessionmaker[Session], delivery_ids: list[str]) -> dict[str, WebhookAttempt]:
+    if not delivery_ids:
+        return {}
+    out: dict[str, WebhookAttempt] = {}
+    with sessions() as session:
+        for a in session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
+                                 .order_by(WebhookAttempt.delivery_id, WebhookAttempt.number)):
+            out[a.delivery_id] = a
+    return out
