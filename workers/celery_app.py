@@ -74,6 +74,23 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
 
 
 _sweepers: list[Any] = []
+_heartbeats: list[Any] = []
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Register in the worker registry and beat (workers/heartbeat.py)."""
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "genq_settings", None)
+    if settings is None:
+        return
+    from genq.broker import queue_name
+    from workers.heartbeat import Heartbeat
+
+    task_consumer = getattr(getattr(sender, "consumer", None), "task_consumer", None)
+    queues = sorted(q.name for q in (getattr(task_consumer, "queues", None) or []))
+    models = [m for m in sorted(settings.models) if queue_name(m) in queues] if queues else sorted(settings.models)
+    _heartbeats.append(Heartbeat(worker_context(settings), models, queues).start())
 
 
 @worker_ready.connect
@@ -87,6 +104,8 @@ def _start_webhook_sweep(sender: Any = None, **_: Any) -> None:
 def _stop_engines(**_: Any) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+    while _heartbeats:
+        _heartbeats.pop().stop()
     shutdown_contexts()
 
 

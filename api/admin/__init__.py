@@ -8,16 +8,16 @@ These are HTML pages for people, not API operations: they are not in the OpenAPI
 """
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import render_template
 from werkzeug.exceptions import HTTPException
 
-bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static",
-               static_url_path="/static")
+from api.admin import actions, auth, data, job_pages, pages  # noqa: F401  (their routes join bp)
+from api.admin.blueprint import bp
+
+__all__ = ["auth", "bp"]
 
 
 def _register() -> None:
-    from api.admin import actions, auth, data, job_pages, pages  # noqa: F401  (their routes join bp)
-
     bp.before_request(auth.guard)
     bp.after_request(auth.secure_headers)
     bp.register_error_handler(HTTPException, _error_page)

@@ -14,8 +14,8 @@ from flask import abort, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from api.admin import bp
 from api.admin.auth import client_address, principal, require_admin
+from api.admin.blueprint import bp
 from api.admin.job_filters import filter_query, parse_filter
 from api.services import services
 from genq.broker import PublishError

@@ -21,7 +21,7 @@ from flask import Response, abort, g, redirect, render_template, request, url_fo
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as ResponseBase
 
-from api.admin import bp
+from api.admin.blueprint import bp
 from api.services import services
 from genq.store.admin_users import AdminPrincipal, AdminUsers
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from api.admin import bp
+from api.admin.blueprint import bp
 from api.admin.overview import overview_data
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from flask import abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from api.admin import bp
+from api.admin.blueprint import bp
 from api.admin.job_filters import STATUSES, filter_query, parse_filter
 from api.services import services
 from genq.ids import is_id

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import abort, render_template, request
 
-from api.admin import bp
+from api.admin.blueprint import bp
 from api.admin.overview import overview_data
 from api.services import services
 from genq.ids import is_id

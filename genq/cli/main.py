@@ -1,4 +1,4 @@
-"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench."""
+"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench, admin."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="served model name (service) or .gguf/HF dir (engine)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="engine options passed on to models.engine.bench")
     bench.set_defaults(func=_bench)
+
+    from genq.cli import admin
+
+    admin.add_parser(sub)  # genq admin add-user (genq/cli/admin.py)
     return parser
 
 

@@ -26,7 +26,7 @@ from genq.ids import is_id
 from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
 from genq.store.jobs import JobStore
-from genq.store.schema import Job, utcnow
+from genq.store.schema import Job, PausedQueue, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100
@@ -84,8 +84,8 @@ def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None 
 def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
     """Queue position and estimated wait of each queued job among `jobs` (others are left out).
 
-    Two statements whatever the number of jobs: the positions of all of them (one ranking of their models'
-    queues), and the recent throughput of each of their models (one count per model)."""
+    Three statements whatever the number of jobs: the positions of all of them (one ranking of their models'
+    queues), which of their models are paused, and the recent throughput of each (one count per model)."""
     queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
     if not queued:
         return {}
@@ -104,6 +104,7 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
         ahead = dict(session.execute(
             select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_([j.id for j in queued]))
         ).all())
+        paused = set(session.scalars(select(PausedQueue.model).where(PausedQueue.model.in_(models))))
         finished = dict(session.execute(
             select(Job.model, func.count()).where(
                 Job.model.in_(models), Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
@@ -114,7 +115,8 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
     for job in queued:
         rate = finished.get(job.model, 0) / WAIT_WINDOW.total_seconds()
         position = ahead.get(job.id, 0)  # not in the queue any more: a worker took it since it was read
-        out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None)
+        out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None,
+                                job.model in paused)
     return out
 
 
