@@ -29,7 +29,7 @@ from genq.webhooks.secret_store import SecretStore
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
     # blueprints import api.services, which must exist first
-    from api import admin, batches, health, jobs, models, openapi, webhooks
+    from api import admin, batches, health, jobs, metrics, models, openapi, webhooks
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
@@ -52,10 +52,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
     )
-    for module in (jobs, batches, webhooks, models, health, openapi):  # one blueprint per resource
+    for module in (jobs, batches, webhooks, models, health, openapi, metrics):  # one blueprint per resource
         app.register_blueprint(module.bp)
     app.register_blueprint(admin.bp)  # the dashboard: HTML pages, not in the OpenAPI document
     admin.auth.ensure_startup_admin(sessions, settings.admin_user, settings.admin_password)
     app.before_request(check_request_limits)  # before any view reads the request
+    metrics.instrument(app)  # HTTP requests by route and status, for GET /metrics
     register_error_handlers(app)
     return app

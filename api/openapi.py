@@ -58,6 +58,10 @@ def _service() -> dict[str, Schema]:
              "503": unavailable("Unhealthy: the first failing check's code, `database_unavailable`, "
                                 "`database_not_migrated` (run `genq db upgrade`) or `broker_unavailable`; the "
                                 "message names every failing check.")})},
+        "/metrics": {"get": _operation(
+            "metrics", "Prometheus metrics: the service's state from the database, this API's HTTP requests",
+            {"200": {"description": "Prometheus text exposition format (api/metrics.py names every series).",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/v1/openapi.json": {"get": _operation(
             "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")},
             database=False)},

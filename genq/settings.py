@@ -127,6 +127,7 @@ class Settings:
     # the admin dashboard (api/admin/): an admin created, or updated, when the API starts
     admin_user: str | None = None
     admin_password: str | None = field(default=None, repr=False)
+    worker_metrics_port: int | None = None  # a worker's own Prometheus endpoint (workers/metrics.py)
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -173,6 +174,8 @@ class Settings:
             republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
             admin_user=env.get("GENQ_ADMIN_USER") or None,
             admin_password=env.get("GENQ_ADMIN_PASSWORD") or None,
+            worker_metrics_port=_int(env, "GENQ_WORKER_METRICS_PORT", 0, lo=1, hi=65535)
+            if env.get("GENQ_WORKER_METRICS_PORT") else None,
         )
 
 

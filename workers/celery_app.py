@@ -31,6 +31,7 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
     app.genq_preload = list(preload)
     app.genq_ready_file = None
     app.genq_sweep = False
+    app.genq_models = None  # the models this worker serves, as genq worker sets them (None: every configured one)
     job_tasks.register(app)
     webhook_tasks.register(app)
     return app
@@ -87,10 +88,15 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from genq.broker import queue_name
     from workers.heartbeat import Heartbeat
 
-    task_consumer = getattr(getattr(sender, "consumer", None), "task_consumer", None)
-    queues = sorted(q.name for q in (getattr(task_consumer, "queues", None) or []))
-    models = [m for m in sorted(settings.models) if queue_name(m) in queues] if queues else sorted(settings.models)
-    _heartbeats.append(Heartbeat(worker_context(settings), models, queues).start())
+    served = getattr(app, "genq_models", None)
+    models = sorted(settings.models) if served is None else list(served)
+    queues = [queue_name(m) for m in models] + (["genq.webhooks"] if getattr(app, "genq_sweep", False) else [])
+    ctx = worker_context(settings)
+    _heartbeats.append(Heartbeat(ctx, models, queues).start())
+    if settings.worker_metrics_port is not None:
+        from workers import metrics
+
+        metrics.serve(settings.worker_metrics_port, ctx.host, settings.host)
 
 
 @worker_ready.connect

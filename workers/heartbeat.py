@@ -11,7 +11,9 @@ import threading
 from typing import Any
 
 from genq.store.db_retry import OutageLog
-from genq.store.worker_registry import BEAT_INTERVAL, beat, register
+from genq.store.schema import utcnow
+from genq.store.worker_registry import BEAT_INTERVAL, beat, finished_since, register
+from workers import metrics
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,12 @@ class Heartbeat:
 
     def _run(self) -> None:
         registered = False
+        seen = utcnow()  # jobs finished after this are observed by the worker's metrics
         while True:
             try:
+                now = utcnow()
+                metrics.observe(finished_since(self._ctx.store.sessions, self._ctx.worker_id, seen, now))
+                seen = now
                 if not registered:
                     register(self._ctx.store.sessions, worker_id=self._ctx.worker_id, host=socket.gethostname(),
                              pid=os.getpid(), models=self._models, info=self._info(),

@@ -139,6 +139,7 @@ def _worker(args: argparse.Namespace) -> int:
     from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
 
     app.genq_preload = names if serve_models and not args.no_preload else []
+    app.genq_models = names if serve_models else []  # what the worker registry shows (workers/heartbeat.py)
     app.genq_sweep = serve_webhooks
     app.genq_ready_file = args.ready_file
     model_queues = [queue_name(n) for n in names] if serve_models else []

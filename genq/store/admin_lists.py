@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.store.schema import Batch, WebhookAttempt, WebhookDelivery
@@ -41,3 +41,10 @@ def last_attempts(sessions: sessionmaker[Session], delivery_ids: list[str]) -> d
                                  .order_by(WebhookAttempt.delivery_id, WebhookAttempt.number)):
             out[a.delivery_id] = a
     return out
+
+
+def deliveries_by_status(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Webhook deliveries by status (an index-only scan of ix_webhook_deliveries_status_next)."""
+    with sessions() as session:
+        rows = session.execute(select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all()
+    return {status: int(n) for status, n in rows}

@@ -81,3 +81,28 @@ def jobs_of(sessions: sessionmaker[Session], worker_id: str, limit: int = 50) ->
     with sessions() as session:
         return list(session.scalars(select(Job).where(Job.worker_id == worker_id)
                                     .order_by(Job.started_at.desc()).limit(limit)))
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    model: str
+    status: str
+    queue_wait_s: float | None
+    run_s: float | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def finished_since(sessions: sessionmaker[Session], worker_id: str, since: datetime, until: datetime
+                   ) -> list[FinishedJob]:
+    """The jobs whose last attempt ran on this worker and ended in (since, until] (its metrics observe them)."""
+    stmt = select(Job.model, Job.status, Job.created_at, Job.started_at, Job.completed_at, Job.prompt_tokens,
+                  Job.completion_tokens).where(
+        Job.worker_id == worker_id, Job.started_at >= since - timedelta(days=1),
+        Job.completed_at > since, Job.completed_at <= until)
+    with sessions() as session:
+        rows = session.execute(stmt).all()
+    return [FinishedJob(r.model, r.status,
+                        (r.started_at - r.created_at).total_seconds() if r.started_at else None,
+                        (r.completed_at - r.started_at).total_seconds() if r.started_at and r.completed_at else None,
+                        r.prompt_tokens or 0, r.completion_tokens or 0) for r in rows]

@@ -5,7 +5,7 @@
   var root = document.getElementById("overview");
   if (!root) return;
   var NS = "http://www.w3.org/2000/svg";
-  var W = 600, H = 160, L = 44, R = 8, T = 10, B = 22;
+  var H = 160, L = 44, R = 8, T = 10, B = 22, last = null;
 
   function el(name, attrs, parent) {
     var e = document.createElementNS(NS, name);
@@ -16,7 +16,8 @@
   function fmt(v, unit) {
     if (v === null || v === undefined) return "—";
     if (unit === "s") return v < 1 ? Math.round(v * 1000) + " ms" : v.toFixed(1) + " s";
-    return v >= 100 ? Math.round(v).toString() : (Math.round(v * 10) / 10).toString();
+    if (v === 0) return "0";
+    return v >= 100 ? Math.round(v).toString() : v >= 1 ? (Math.round(v * 10) / 10).toString() : v.toPrecision(2);
   }
   function hhmm(epoch) {
     var d = new Date(epoch * 1000);
@@ -25,7 +26,8 @@
   // series: [[values...], ...] over the same minutes; nulls leave gaps
   function draw(box, minutes, series, unit, names) {
     box.textContent = "";
-    var svg = el("svg", {viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img"}, box);
+    var W = Math.max(240, Math.round(box.clientWidth || 600));  // drawn at its pixel width: text is never stretched
+    var svg = el("svg", {viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img"}, box);
     var max = 0;
     series.forEach(function (s) { s.forEach(function (v) { if (v !== null && v > max) max = v; }); });
     max = max > 0 ? max * 1.15 : 1;
@@ -56,16 +58,17 @@
     var cap = box.parentNode.querySelector("figcaption");
     var legend = cap.querySelector(".legend") || cap.appendChild(document.createElement("span"));
     legend.className = "legend";
-    var last = series.map(function (s) { for (var i = s.length - 1; i >= 0; i--) if (s[i] !== null) return s[i]; return null; });
+    var latest = series.map(function (s) { for (var i = s.length - 1; i >= 0; i--) if (s[i] !== null) return s[i]; return null; });
     legend.textContent = "";
     (names || [""]).forEach(function (name, k) {
       var span = document.createElement("span");
       span.className = "sw" + k;
-      span.textContent = (k ? "  " : "") + (name ? name + " " : "now ") + fmt(last[k], unit);
+      span.textContent = (k ? "  " : "") + (name ? name + " " : "now ") + fmt(latest[k], unit);
       legend.appendChild(span);
     });
   }
   function render(data) {
+    last = data;
     var m = data.minutes, at = m.map(function (r) { return r.minute; });
     var pick = function (key, scale) { return m.map(function (r) { return r[key] === null ? null : r[key] * (scale || 1); }); };
     var charts = {
@@ -108,4 +111,9 @@
       .catch(function () { /* the next refresh tries again */ });
   }
   setInterval(refresh, 5000);
+  var resized = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resized);
+    resized = setTimeout(function () { if (last) render(last); }, 150);
+  });
 })();
