@@ -23,7 +23,7 @@ from genq.status import JobStatus
 from genq.store import audit, queues
 from genq.store.jobs import RETRYABLE
 from genq.store.leases import request_cancel
-from genq.store.listing import list_jobs
+from genq.store.listing import JobFilter, count_jobs, list_jobs
 from genq.webhooks.outbox import RedeliverRefused
 
 BULK_LIMIT = 1000  # jobs one bulk action changes (the newest matching ones); run it again for more
@@ -119,16 +119,19 @@ def _redeliver(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
     return "redelivery queued", {"delivery": copy.id}
 
 
-def _selection(args: MultiDict[str, str], statuses: frozenset[JobStatus]) -> list[Any]:
+def _selection_filter(args: MultiDict[str, str], statuses: frozenset[JobStatus]) -> JobFilter | None:
+    """The form's filter narrowed to the statuses the action applies to (None: it applies to none of them)."""
     where, errors = parse_filter(args)
     if errors:
         abort(400, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     allowed = tuple(s.value for s in sorted(statuses))
     chosen = tuple(s for s in where.statuses if s in allowed) if where.statuses else allowed
-    if not chosen:
-        return []
-    jobs, _ = list_jobs(services().store, replace(where, statuses=chosen), BULK_LIMIT)
-    return jobs
+    return replace(where, statuses=chosen) if chosen else None
+
+
+def _selection(args: MultiDict[str, str], statuses: frozenset[JobStatus]) -> list[Any]:
+    where = _selection_filter(args, statuses)
+    return list_jobs(services().store, where, BULK_LIMIT)[0] if where is not None else []
 
 
 def _bulk_cancel(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
@@ -147,7 +150,8 @@ def _bulk_retry(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
 
 def _count(statuses: frozenset[JobStatus]) -> Callable[[MultiDict[str, str]], str]:
     def describe(args: MultiDict[str, str]) -> str:
-        n = len(_selection(args, statuses))
+        where = _selection_filter(args, statuses)
+        n = count_jobs(services().store, where, BULK_LIMIT) if where is not None else 0
         more = f" (at most {BULK_LIMIT}, the newest)" if n >= BULK_LIMIT else ""
         return f"{n} matching jobs{more}"
     return describe

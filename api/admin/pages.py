@@ -48,9 +48,8 @@ def batches() -> Any:
         except ValueError:
             before = None
     page = admin_lists.batches_page(services().sessions, PAGE + 1, before)
-    store = BatchStore(services().sessions)
-    views = [store.view(b.id) for b in page[:PAGE]]
-    return render_template("admin/batches.html", batches=[v for v in views if v is not None],
+    views = admin_lists.batch_views(services().sessions, page[:PAGE])
+    return render_template("admin/batches.html", batches=views,
                            more=page[PAGE - 1] if len(page) > PAGE else None)
 
 

@@ -81,6 +81,14 @@ def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None 
     return jobs, (encode_cursor(jobs[-1]) if more else None)
 
 
+def count_jobs(store: JobStore, where: JobFilter, cap: int) -> int:
+    """How many jobs match, counting at most `cap` (a bounded scan: a bulk action's confirmation)."""
+    with store.sessions() as session:
+        conditions = _conditions(where, session.get_bind().dialect.name)
+        matching = select(Job.id).where(*conditions).limit(cap).subquery()
+        return int(session.scalar(select(func.count()).select_from(matching)) or 0)
+
+
 def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
     """Queue position and estimated wait of each queued job among `jobs` (others are left out).
 

@@ -158,6 +158,8 @@ def upgrade() -> None:
     op.create_index("ix_jobs_queued_model_created", "jobs", ["model", "created_at"],
                     postgresql_where=sa.text("status = 'queued'"), sqlite_where=sa.text("status = 'queued'"))
     op.create_index("ix_jobs_worker_started", "jobs", ["worker_id", "started_at"])
+    op.create_index("ix_jobs_metadata", "jobs", ["metadata"], postgresql_using="gin",
+                    postgresql_ops={"metadata": "jsonb_path_ops"})
     op.create_index("ix_webhook_deliveries_status_updated", "webhook_deliveries", ["status", "updated_at"])
     op.create_index("ix_batches_created_at", "batches", ["created_at"])
 
@@ -165,6 +167,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_batches_created_at", table_name="batches")
     op.drop_index("ix_webhook_deliveries_status_updated", table_name="webhook_deliveries")
+    op.drop_index("ix_jobs_metadata", table_name="jobs")
     op.drop_index("ix_jobs_worker_started", table_name="jobs")
     op.drop_index("ix_jobs_queued_model_created", table_name="jobs")
     op.drop_index("ix_jobs_completed_at", table_name="jobs")

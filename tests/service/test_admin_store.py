@@ -106,3 +106,33 @@ def test_admin_passwords_are_scrypt_hashes_and_repeated_failures_lock_the_user(s
     assert users.principal(later.session_token) == later.principal
     users.logout(later.session_token)
     assert users.principal(later.session_token) is None
+
+
+def test_a_worker_that_stops_beating_is_shown_as_lost_and_a_clean_stop_as_stopped(store: JobStore) -> None:
+    from genq.store import worker_registry as registry
+
+    wid = f"host-{utcnow().timestamp()}:1"
+    registry.register(store.sessions, worker_id=wid, host="host", pid=1, models=["m"], info={"device": "cpu"},
+                      batch_limit=4)
+    job = store.create(model="m", input={"prompt": "hi"}, params=PARAMS)
+    store.claim(job.id, wid)
+    store.succeed(job.id, text="x", finish_reason="eos", prompt_tokens=1, completion_tokens=30)
+    registry.beat(store.sessions, wid, in_batch=2)
+    [view] = [w for w in registry.list_workers(store.sessions) if w.row.id == wid]
+    assert view.state == "up" and view.row.in_batch == 2 and view.row.tokens_per_s == 0.5  # 30 tokens a minute
+    later = utcnow() + registry.LOST_AFTER + timedelta(seconds=1)
+    assert [w.state for w in registry.list_workers(store.sessions, later) if w.row.id == wid] == ["lost"]
+    registry.beat(store.sessions, wid, in_batch=0, stopped=True)
+    assert [w.state for w in registry.list_workers(store.sessions, later) if w.row.id == wid] == ["stopped"]
+
+
+def test_the_hours_stats_count_finished_jobs_and_their_latencies(store: JobStore) -> None:
+    from genq.store.admin_stats import hour_stats
+
+    before = hour_stats(store.sessions).hour["finished"]
+    job = store.create(model="stats-m", input={"prompt": "hi"}, params=PARAMS)
+    store.claim(job.id, "w1")
+    store.succeed(job.id, text="x", finish_reason="eos", prompt_tokens=1, completion_tokens=7)
+    stats = hour_stats(store.sessions)
+    assert stats.hour["finished"] == before + 1 and stats.hour["run_p50"] is not None
+    assert len(stats.minutes) == 60 and sum(m["finished"] for m in stats.minutes) == stats.hour["finished"]

@@ -71,3 +71,19 @@ def test_several_api_processes_add_up_in_multiprocess_mode(dashboard: Dashboard,
                              cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     key = ("genq_http_requests_total", (("method", "GET"), ("route", "/v1/models"), ("status", "200")))
     assert _samples(scraped)[key] == 6
+
+
+def test_every_series_the_grafana_dashboard_plots_is_one_the_service_exports() -> None:
+    import json
+    import re
+
+    dashboard_json = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard_json["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\bgenq_[a-z_]+", e)}
+    source = (ROOT / "api" / "metrics.py").read_text() + (ROOT / "workers" / "metrics.py").read_text()
+    missing = []
+    for name in sorted(names):
+        base = re.sub(r"_(bucket|total|count|sum)$", "", name)
+        if f'"{name}"' not in source and f'"{base}"' not in source:
+            missing.append(name)
+    assert names and missing == []
