@@ -1,11 +1,11 @@
 """The Flask API: `create_app(settings)` builds it; `genq api` serves it.
 
 One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `batches`, `webhooks`,
-`models`, `health`, `openapi`); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
-call the core and answer, every error in one shape (`errors`); `http_server`, `http_limits`, `json_depth` and
-`stream_limits` bound what a request may cost, and `event_hub` feeds every event stream of the process. It
-imports `genq` and the torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers`
-or torch.
+`models`, `health`, `openapi`, `metrics`) and the admin dashboard (`admin/`, HTML pages); views parse the
+request (`parsing`, `batch_parsing`, `list_query`, `prefer`), call the core and answer, every error in one
+shape (`errors`); `http_server`, `http_limits`, `json_depth` and `stream_limits` bound what a request may
+cost, and `event_hub` feeds every event stream of the process. It imports `genq` and the torch-free parts
+of `models` (`params`, `echo`, `prompting`'s errors), never `workers` or torch.
 """
 from __future__ import annotations
 
