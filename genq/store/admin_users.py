@@ -1,10 +1,10 @@
 """Dashboard users: scrypt password hashes, roles, repeated-failure slow-down, and login sessions.
 
 Users are not client API keys: they only log in to /admin. A password is stored as
-`scrypt$N$r$p$salt$hash` (hashlib.scrypt, N=2^15, r=8, p=1: about 30 ms and 32 MiB per check). After
-FAILURES_FREE failed logins in a row a user is locked for 2^(failures - FAILURES_FREE) seconds (at most
-LOCK_MAX), whatever the password offered meanwhile; a success resets it. The lock lives in the database,
-so every API process enforces the same one.
+`scrypt$N$r$p$salt$hash` (hashlib.scrypt, N=2^15, r=8, p=1: 32 MiB per check). After FAILURES_FREE failed
+logins in a row a user is locked for 5 s, then 10, 20, ... (doubling at each further failure, at most
+LOCK_MAX), whatever the password offered meanwhile; a success resets it. The lock lives in the database, so
+every API process enforces the same one.
 
 A session is a random token in an HttpOnly cookie; the database keeps only its sha256, with the session's
 CSRF token and its expiry, so any API process can check it and logging out ends it everywhere.
@@ -25,6 +25,7 @@ from genq.store.schema import ADMIN_ROLES, AdminSession, AdminUser, utcnow
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 FAILURES_FREE = 3
+LOCK_FIRST = timedelta(seconds=5)
 LOCK_MAX = timedelta(minutes=15)
 SESSION_LIFETIME = timedelta(hours=12)
 USERNAME_MAX = 64
@@ -136,7 +137,7 @@ class AdminUsers:
             if not ok:
                 row.failed_logins += 1
                 if row.failed_logins >= FAILURES_FREE:
-                    lock = timedelta(seconds=2 ** (row.failed_logins - FAILURES_FREE))
+                    lock = LOCK_FIRST * 2 ** (row.failed_logins - FAILURES_FREE)
                     row.locked_until = now + min(lock, LOCK_MAX)
                 return LoginResult(None)
             row.failed_logins, row.locked_until = 0, None

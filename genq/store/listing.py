@@ -25,8 +25,8 @@ from sqlalchemy.dialects import postgresql
 from genq.ids import is_id
 from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
-from genq.store.jobs import JobStore
-from genq.store.schema import Job, PausedQueue, utcnow
+from genq.store.jobs import JobStore, queue_paused
+from genq.store.schema import Job, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100
@@ -92,8 +92,9 @@ def count_jobs(store: JobStore, where: JobFilter, cap: int) -> int:
 def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
     """Queue position and estimated wait of each queued job among `jobs` (others are left out).
 
-    Three statements whatever the number of jobs: the positions of all of them (one ranking of their models'
-    queues), which of their models are paused, and the recent throughput of each (one count per model)."""
+    Two statements whatever the number of jobs: the positions of all of them (one ranking of their models'
+    queues, with whether each one's queue is paused), and the recent throughput of each of their models (one
+    count per model)."""
     queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
     if not queued:
         return {}
@@ -105,14 +106,17 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
             partition_by=Job.model, order_by=(Job.priority.desc(), Job.created_at, Job.id)
         )
         ranked = (
-            select(Job.id, (rank - 1).label("ahead"))
+            select(Job.id, (rank - 1).label("ahead"), queue_paused().label("paused"))
             .where(Job.status == JobStatus.QUEUED.value, Job.model.in_(models))
             .subquery()
         )
-        ahead = dict(session.execute(
-            select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_([j.id for j in queued]))
-        ).all())
-        paused = set(session.scalars(select(PausedQueue.model).where(PausedQueue.model.in_(models))))
+        ahead, paused = {}, set()
+        for row in session.execute(
+            select(ranked.c.id, ranked.c.ahead, ranked.c.paused).where(ranked.c.id.in_([j.id for j in queued]))
+        ):
+            ahead[row.id] = row.ahead
+            if row.paused:
+                paused.add(row.id)
         finished = dict(session.execute(
             select(Job.model, func.count()).where(
                 Job.model.in_(models), Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
@@ -124,7 +128,7 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
         rate = finished.get(job.model, 0) / WAIT_WINDOW.total_seconds()
         position = ahead.get(job.id, 0)  # not in the queue any more: a worker took it since it was read
         out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None,
-                                job.model in paused)
+                                job.id in paused)
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_helpers import ApiThread, Child, wait_until
+from e2e_helpers import ApiThread, Child, free_port, wait_until
 from tiny_model import TINY_MODEL, long_job, tiny_gguf  # noqa: F401  (fixture)
 
 from api import create_app
@@ -43,6 +43,7 @@ class Site:
             "GENQ_MODELS": f"{TINY_MODEL}={model}", "GENQ_BATCH_SIZE": "4", "GENQ_LEASE_SECONDS": "2",
             "GENQ_SWEEP_INTERVAL": "1", "GENQ_REPUBLISH_AFTER": "600", "GENQ_JOB_TIMEOUT": "120",
             "GENQ_BROKER_VISIBILITY_TIMEOUT": "300", "GENQ_ADMIN_USER": ADMIN, "GENQ_ADMIN_PASSWORD": PASSWORD,
+            "GENQ_WORKER_METRICS_PORT": str(free_port()),
         }
         migrate.upgrade(database_url)
         self.app = create_app(Settings.from_env(self.env))
@@ -173,6 +174,28 @@ def test_a_viewer_sees_the_pages_but_no_action_and_is_refused_one(browser: Any, 
     refused = page.request.post(f"{site.url}/admin/actions/cancel", form={"job": job_id, "csrf_token": token})
     assert refused.status == 403
     assert site.job(job_id)["status"] != "canceled"
+
+
+def test_the_worker_registers_beats_and_serves_its_own_metrics(site: Site) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from genq.store.worker_registry import list_workers
+
+    [worker] = wait_until(lambda: list_workers(site.app.extensions[EXTENSION_KEY].sessions), 30, "no worker")
+    assert worker.state == "up" and worker.row.models == [TINY_MODEL] and worker.row.batch_limit == 4
+    job_id = site.post({"model": TINY_MODEL, "prompt": "hi", "params": {"max_new_tokens": 4}})
+    wait_until(lambda: site.job(job_id)["status"] == "succeeded", 60, "the job did not finish")
+    url = f"http://127.0.0.1:{site.env['GENQ_WORKER_METRICS_PORT']}/metrics"
+
+    def samples() -> dict[tuple[str, str], float]:
+        text = requests.get(url, timeout=10).text
+        return {(s.name, s.labels.get("status", "")): s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.labels.get("model") == TINY_MODEL}
+
+    found = wait_until(lambda: (s := samples()).get(("genq_jobs_finished_total", "succeeded")) and s, 15,
+                       "the worker's metrics did not count the job")
+    assert found[("genq_engine_steps_total", "")] > 0 and found[("genq_engine_slots", "")] == 4
+    assert found[("genq_generated_tokens_total", "")] >= 4
 
 
 PAGES = ["/admin/", "/admin/jobs", "/admin/workers", "/admin/batches", "/admin/webhooks", "/admin/audit"]
