@@ -54,6 +54,11 @@
         el("path", {d: area, "class": "area"}, svg);
       }
       if (d) el("path", {d: d, "class": "s" + k}, svg);
+      s.forEach(function (v, i) {  // a minute alone between gaps is a dot, not an invisible line
+        if (v !== null && (i === 0 || s[i - 1] === null) && (i === n - 1 || s[i + 1] === null)) {
+          el("circle", {cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 3, "class": "d" + k}, svg);
+        }
+      });
     });
     var cap = box.parentNode.querySelector("figcaption");
     var legend = cap.querySelector(".legend") || cap.appendChild(document.createElement("span"));
@@ -97,7 +102,7 @@
       row.querySelector('[data-q="oldest"]').textContent = q.oldest_age_s === null ? "—" : fmt(q.oldest_age_s, "s");
     });
     var h = data.hour, hour = root.querySelector("[data-hour]");
-    if (hour) hour.textContent = h.finished + " jobs finished, " + h.tokens + " tokens generated · queue wait p50 " +
+    if (hour) hour.textContent = h.finished + (h.finished === 1 ? " job" : " jobs") + " finished, " + h.tokens + " tokens generated · queue wait p50 " +
       fmt(h.wait_p50, "s") + ", p95 " + fmt(h.wait_p95, "s") + " · run time p50 " + fmt(h.run_p50, "s") + ", p95 " + fmt(h.run_p95, "s");
     var now = root.querySelector('[data-live="now"]');
     if (now) now.textContent = "updated " + new Date(data.now).toISOString().slice(11, 19) + " UTC";
