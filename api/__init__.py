@@ -1,14 +1,13 @@
 """The Flask API: `create_app(settings)` builds it; `genq api` serves it.
 
 One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `batches`, `webhooks`,
-`models`, `health`, `openapi`; and the OpenAI-compatible surface, the `api.openai` package, under
-/openai/v1); views parse the request (`parsing`, `batch_parsing`, `list_query`, `prefer`),
-call the core and answer, every error in one shape (`errors`); `http_server`, `http_limits`, `json_depth` and
-`stream_limits` bound what a request may cost, `event_hub` feeds every event stream of the process, `auth`
-says whose request it is (API keys) and `quota_limits` answers a key over its quota; `gunicorn_conf` is how
-`genq api` serves it. It
-imports `genq` and the torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers`
-or torch.
+`models`, `health`, `openapi`, `metrics`; the OpenAI-compatible surface, the `api.openai` package, under
+/openai/v1) and the admin dashboard (`admin/`, HTML pages); views parse the request (`parsing`,
+`batch_parsing`, `list_query`, `prefer`), call the core and answer, every error in one shape (`errors`);
+`http_server`, `http_limits`, `json_depth` and `stream_limits` bound what a request may cost, `event_hub`
+feeds every event stream of the process, `auth` says whose request it is (API keys) and `quota_limits`
+answers a key over its quota; `gunicorn_conf` is how `genq api` serves it. It imports `genq` and the
+torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers` or torch.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from genq.webhooks.secret_store import SecretStore
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (read from the environment if not given). Views reach services via api.services."""
     # blueprints import api.services, which must exist first
-    from api import batches, health, jobs, models, openapi, webhooks
+    from api import admin, batches, health, jobs, metrics, models, openapi, webhooks
     from api.openai import routes as openai_routes
 
     settings = settings or Settings.from_env()
@@ -66,9 +65,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth_required=required,
         api_keys=ApiKeyStore(sessions),
     )
-    for module in (jobs, batches, webhooks, models, health, openapi):  # one blueprint per resource
+    for module in (jobs, batches, webhooks, models, health, openapi, metrics):  # one blueprint per resource
         app.register_blueprint(module.bp)
+    app.register_blueprint(admin.bp)  # the dashboard: HTML pages, not in the OpenAPI document
+    admin.auth.ensure_startup_admin(sessions, settings.admin_user, settings.admin_password)
     app.before_request(check_request_limits)  # before any view reads the request
+    metrics.instrument(app)  # HTTP requests by route and status, for GET /metrics
     app.before_request(authenticate)  # then whose request it is
     register_error_handlers(app)
     openai_routes.register(app)  # the OpenAI-compatible surface, /openai/v1, with its own error shape

@@ -24,8 +24,11 @@ from genq.store.quotas import Quota
 log = logging.getLogger(__name__)
 
 MODES = ("keys", "off")
-# Routes anyone may call (endpoint names): a load balancer's health check, the API's own description.
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "openapi.openapi_document"})
+# Routes anyone may call (endpoint names): a load balancer's health check, the API's own description, and
+# Prometheus' scrape (aggregates only: counts, depths and latencies, never a job or its owner).
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "openapi.openapi_document", "metrics.metrics"})
+# Blueprints with their own access control, not API keys: the admin dashboard (its users, sessions and CSRF)
+OWN_ACCESS_BLUEPRINTS = frozenset({"admin"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="genq"'}
 _G_KEY = "genq_api_key"
 
@@ -57,7 +60,8 @@ def log_mode(required: bool, host: str) -> None:
 def authenticate() -> None:
     """A `before_request` hook: with auth on, the request's key, or a 401/403."""
     svc = services()
-    if not svc.auth_required or request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+    if (not svc.auth_required or request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None
+            or request.blueprint in OWN_ACCESS_BLUEPRINTS):
         return  # (no endpoint: the URL names no route, and the 404 reveals nothing)
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.strip().partition(" ")

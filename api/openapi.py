@@ -4,7 +4,9 @@
 and batches paths in api/openapi_paths.py. The document is built for the running service (its models, its
 size limits), so it states what this instance accepts.
 Every Flask route is described and every described path is a route (tests/service/test_openapi.py), and
-schemathesis checks the live app against it (tests/service/test_openapi_schemathesis.py).
+schemathesis checks the live app against it (tests/service/test_openapi_schemathesis.py). The one exception
+is the admin dashboard's blueprint (`UNDOCUMENTED_BLUEPRINTS`): HTML pages and forms for people behind a
+login, not operations of the API. `/metrics` is an API operation and is described.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from genq.settings import Settings
 bp = Blueprint("openapi", __name__, url_prefix="/v1")
 
 OPENAPI_VERSION = "3.1.0"
+UNDOCUMENTED_BLUEPRINTS = ("admin",)  # the dashboard at /admin (api/admin/): pages, not API operations
 
 
 def _operation(operation_id: str, summary: str, responses: dict[str, Schema], database: bool = True) -> Schema:
@@ -58,13 +61,17 @@ def _service() -> dict[str, Schema]:
              "503": unavailable("Unhealthy: the first failing check's code, `database_unavailable`, "
                                 "`database_not_migrated` (run `genq db upgrade`) or `broker_unavailable`; the "
                                 "message names every failing check.")})},
+        "/metrics": {"get": _operation(
+            "metrics", "Prometheus metrics: the service's state from the database, this API's HTTP requests",
+            {"200": {"description": "Prometheus text exposition format (api/metrics.py names every series).",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/v1/openapi.json": {"get": _operation(
             "openapi", "This document", {"200": json_response({"type": "object"}, "OpenAPI 3.1.")},
             database=False)},
     }
 
 
-PUBLIC_OPERATIONS = frozenset({"health", "openapi"})  # api.auth.PUBLIC_ENDPOINTS: no key asked for
+PUBLIC_OPERATIONS = frozenset({"health", "openapi", "metrics"})  # api.auth.PUBLIC_ENDPOINTS: no key asked for
 QUOTA_OPERATIONS = frozenset({"createJob", "createBatch"})  # they count against the key's quotas
 SECURITY_SCHEME = "apiKey"
 

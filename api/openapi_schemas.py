@@ -221,6 +221,9 @@ def _job() -> Schema:
         "estimated_wait_seconds": {"type": ["number", "null"], "minimum": 0,
                                    "description": "(position + 1) / the model's recent throughput; null when "
                                                   "unknown"},
+        "queue_paused": {"type": "boolean",
+                         "description": "its model's queue is paused by an operator: the job waits, keeping its "
+                                        "place, until the queue is resumed (false once started)"},
     })
 
 

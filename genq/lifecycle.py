@@ -40,6 +40,7 @@ class QueueInfo:
 
     position: int  # queued jobs of the same model ahead of this one
     estimated_wait_seconds: float | None
+    paused: bool = False  # its model's queue is paused (genq.store.queues): it waits until resumed
 
 
 class ScheduleError(ValueError):

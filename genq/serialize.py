@@ -62,6 +62,7 @@ def _lifecycle_fields(job: Job, queue: QueueInfo | None) -> dict[str, Any]:
         "cancel_requested_at": _iso(job.cancel_requested_at),
         "queue_position": queue.position if queue is not None else None,
         "estimated_wait_seconds": queue.estimated_wait_seconds if queue is not None else None,
+        "queue_paused": queue.paused if queue is not None else False,
     }
 
 

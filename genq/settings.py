@@ -137,6 +137,10 @@ class Settings:
     # a stopping worker (SIGTERM) lets its running jobs finish for this long, then hands the rest back to the
     # queue (workers/shutdown.py); under a supervisor's own grace period (e.g. Kubernetes' 30 s)
     shutdown_grace: int = 20
+    # the admin dashboard (api/admin/): an admin created, or updated, when the API starts
+    admin_user: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
+    worker_metrics_port: int | None = None  # a worker's own Prometheus endpoint (workers/metrics.py)
 
     def __post_init__(self) -> None:
         if self.default_model not in self.models:
@@ -185,6 +189,10 @@ class Settings:
             sweep_interval=_int(env, "GENQ_SWEEP_INTERVAL", 15, lo=1, hi=3600),
             republish_after=_int(env, "GENQ_REPUBLISH_AFTER", 60, lo=1, hi=86400),
             shutdown_grace=_int(env, "GENQ_SHUTDOWN_GRACE", 20, lo=0, hi=86400),
+            admin_user=env.get("GENQ_ADMIN_USER") or None,
+            admin_password=env.get("GENQ_ADMIN_PASSWORD") or None,
+            worker_metrics_port=_int(env, "GENQ_WORKER_METRICS_PORT", 0, lo=1, hi=65535)
+            if env.get("GENQ_WORKER_METRICS_PORT") else None,
         )
 
 

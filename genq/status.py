@@ -3,6 +3,7 @@
     queued → running → succeeded | failed | canceled
     queued → canceled | expired | failed
     running → running (a takeover of a lost worker's job)
+    failed | canceled | expired → queued (an operator's retry: TERMINAL is final unless an operator says so)
 
 The state machine that moves a job between them is genq.store.jobs; statuses are stored as their string values.
 """

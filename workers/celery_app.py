@@ -31,6 +31,7 @@ def create_celery(settings: Settings, preload: Iterable[str] = ()) -> Celery:
     app.genq_preload = list(preload)
     app.genq_ready_file = None
     app.genq_sweep = False
+    app.genq_models = None  # the models this worker serves, as genq worker sets them (None: every configured one)
     job_tasks.register(app)
     webhook_tasks.register(app)
     return app
@@ -74,6 +75,28 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
 
 
 _sweepers: list[Any] = []
+_heartbeats: list[Any] = []
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Register in the worker registry and beat (workers/heartbeat.py)."""
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "genq_settings", None)
+    if settings is None:
+        return
+    from genq.broker import queue_name
+    from workers.heartbeat import Heartbeat
+
+    served = getattr(app, "genq_models", None)
+    models = sorted(settings.models) if served is None else list(served)
+    queues = [queue_name(m) for m in models] + (["genq.webhooks"] if getattr(app, "genq_sweep", False) else [])
+    ctx = worker_context(settings)
+    _heartbeats.append(Heartbeat(ctx, models, queues).start())
+    if settings.worker_metrics_port is not None:
+        from workers import metrics
+
+        metrics.serve(settings.worker_metrics_port, ctx.host, settings.host)
 
 
 @worker_ready.connect
@@ -94,6 +117,8 @@ def _hand_back_after_grace(**_: Any) -> None:
 def _stop_engines(**_: Any) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+    while _heartbeats:
+        _heartbeats.pop().stop()
     shutdown_contexts()
 
 

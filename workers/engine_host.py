@@ -53,6 +53,16 @@ class EngineHost:
     def loaded(self) -> list[str]:
         return sorted(self._engines)
 
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Each loaded model's device and dtype, and each served model's quantization (the worker registry)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, spec in self._models.items():
+            ec = getattr(self._engines.get(name), "engine_config", None)
+            out[name] = {"quantization": spec.quantization or "none", "loaded": name in self._engines,
+                         "device": str(getattr(ec, "device", "")) or None,
+                         "dtype": str(getattr(ec, "dtype", "")) or None}
+        return out
+
     def stop_all(self) -> None:
         """Stop every loaded engine (worker shutdown); later get() calls fail."""
         self._closed = True

@@ -1,4 +1,5 @@
-"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench, keys (genq/cli/keys.py)."""
+"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench, keys (genq/cli/keys.py),
+admin (genq/cli/admin.py)."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     from genq.cli import keys
 
     keys.register(sub)
+    from genq.cli import admin
+
+    admin.add_parser(sub)  # genq admin add-user (genq/cli/admin.py)
     return parser
 
 
@@ -137,6 +141,7 @@ def _worker(args: argparse.Namespace) -> int:
     from workers.celery_app import app  # imported here: only worker processes pay for Celery's worker machinery
 
     app.genq_preload = names if serve_models and not args.no_preload else []
+    app.genq_models = names if serve_models else []  # what the worker registry shows (workers/heartbeat.py)
     app.genq_sweep = serve_webhooks
     app.genq_ready_file = args.ready_file
     model_queues = [queue_name(n) for n in names] if serve_models else []

@@ -5,6 +5,10 @@
     queued → failed        (the job could not be published to the broker)
     queued → expired       (its queue time-to-live ran out before any worker started it)
     running → running      (a claim taking over a job whose worker's lease expired: attempts + 1)
+    failed | canceled | expired → queued   (an operator's retry: a new attempt of the same job, its
+                                            history kept in the event log)
+
+A queued job of a paused model (`paused_queues`) is not claimed: it stays queued, in its place.
 
 A running job is held under a lease (`lease_expires_at`) that its worker renews; each claim is numbered by
 `attempts`, and a worker stores its outcome only while the job is still running under its own attempt, so a
@@ -23,14 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import is_id, new_id
 from genq.lifecycle import Schedule
 from genq.status import JobStatus
 from genq.store.job_events import status_event
-from genq.store.schema import Base, Job, utcnow
+from genq.store.schema import Base, Job, PausedQueue, utcnow
 from genq.store.transition_effects import record_transition
 
 # For each target status, the statuses it may be entered from.
@@ -40,7 +44,9 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
     JobStatus.CANCELED: JobStatus.CANCELABLE,
     JobStatus.EXPIRED: frozenset({JobStatus.QUEUED}),
+    JobStatus.QUEUED: frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}),  # retry
 }
+RETRYABLE = ALLOWED_FROM[JobStatus.QUEUED]
 
 ERROR_MESSAGE_LIMIT = 4000  # characters kept of an error message (tracebacks are logged, not stored)
 
@@ -199,7 +205,8 @@ class JobStore:
         now = utcnow()
         lease_expires_at = now + timedelta(seconds=lease_seconds)
         takeable = or_(
-            and_(Job.status == JobStatus.QUEUED.value, or_(Job.expires_at.is_(None), Job.expires_at > now)),
+            and_(Job.status == JobStatus.QUEUED.value, or_(Job.expires_at.is_(None), Job.expires_at > now),
+                 ~queue_paused()),
             and_(
                 declared_lost(now),
                 Job.cancel_requested_at.is_(None),
@@ -282,6 +289,20 @@ class JobStore:
         })
         return self.transition(job_id, JobStatus.CANCELED, where=[*_held(attempt), *where], **output)
 
+    def retry(self, job: Job) -> bool:
+        """failed | canceled | expired → queued: the same job again, as a new attempt (the next claim counts
+        it), its output and error cleared and its history kept in the event log; False if `job` is no longer
+        in the state it was read in. Its queue time-to-live starts again and it gets at least one more
+        attempt. The caller publishes it."""
+        now = utcnow()
+        expires_at = now + (job.expires_at - job.created_at) if job.expires_at is not None else None
+        return self.transition(
+            job.id, JobStatus.QUEUED, where=[Job.status == job.status, Job.attempts == job.attempts],
+            output_text=None, finish_reason=None, prompt_tokens=None, completion_tokens=None, logprobs=None,
+            error_code=None, error_message=None, started_at=None, completed_at=None, cancel_requested_at=None,
+            expires_at=expires_at, published_at=now, max_attempts=max(job.max_attempts, job.attempts + 1),
+        )
+
     def expire(self, job_id: str) -> bool:
         """queued → expired, if its time-to-live has run out."""
         now = utcnow()
@@ -305,6 +326,11 @@ def declared_lost(now: datetime) -> ColumnElement[bool]:
         Job.published_at.is_not(None),
         Job.published_at > Job.lease_expires_at,
     )
+
+
+def queue_paused() -> ColumnElement[bool]:
+    """The job's model's queue is paused (an EXISTS on `paused_queues` by primary key)."""
+    return exists().where(PausedQueue.model == Job.model)
 
 
 def _held(attempt: int | None) -> list[ColumnElement[bool]]:

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, select
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
 from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
-from genq.store.jobs import JobStore
-from genq.store.schema import Job, utcnow
+from genq.store.jobs import JobStore, queue_paused
+from genq.store.schema import Job, PausedQueue, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100
@@ -82,11 +82,20 @@ def list_jobs(store: JobStore, where: JobFilter, limit: int, cursor: str | None 
     return jobs, (encode_cursor(jobs[-1]) if more else None)
 
 
+def count_jobs(store: JobStore, where: JobFilter, cap: int) -> int:
+    """How many jobs match, counting at most `cap` (a bounded scan: a bulk action's confirmation)."""
+    with store.sessions() as session:
+        conditions = _conditions(where, session.get_bind().dialect.name)
+        matching = select(Job.id).where(*conditions).limit(cap).subquery()
+        return int(session.scalar(select(func.count()).select_from(matching)) or 0)
+
+
 def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None) -> dict[str, QueueInfo]:
     """Queue position and estimated wait of each queued job among `jobs` (others are left out).
 
     Two statements whatever the number of jobs: the positions of all of them (one ranking of their models'
-    queues), and the recent throughput of each of their models (one count per model)."""
+    queues, with whether each one's queue is paused), and the recent throughput of each of their models (one
+    count per model)."""
     queued = [j for j in jobs if j.status == JobStatus.QUEUED.value]
     if not queued:
         return {}
@@ -98,13 +107,17 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
             partition_by=Job.model, order_by=(Job.priority.desc(), Job.created_at, Job.id)
         )
         ranked = (
-            select(Job.id, (rank - 1).label("ahead"))
+            select(Job.id, (rank - 1).label("ahead"), queue_paused().label("paused"))
             .where(Job.status == JobStatus.QUEUED.value, Job.model.in_(models))
             .subquery()
         )
-        ahead = dict(session.execute(
-            select(ranked.c.id, ranked.c.ahead).where(ranked.c.id.in_([j.id for j in queued]))
-        ).all())
+        ahead, paused = {}, set()
+        for row in session.execute(
+            select(ranked.c.id, ranked.c.ahead, ranked.c.paused).where(ranked.c.id.in_([j.id for j in queued]))
+        ):
+            ahead[row.id] = row.ahead
+            if row.paused:
+                paused.add(row.id)
         finished = dict(session.execute(
             select(Job.model, func.count()).where(
                 Job.model.in_(models), Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
@@ -115,7 +128,8 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
     for job in queued:
         rate = finished.get(job.model, 0) / WAIT_WINDOW.total_seconds()
         position = ahead.get(job.id, 0)  # not in the queue any more: a worker took it since it was read
-        out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None)
+        out[job.id] = QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None,
+                                job.id in paused)
     return out
 
 
@@ -136,10 +150,11 @@ def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> Qu
         Job.model == job.model, Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
         Job.completed_at >= now - WAIT_WINDOW,
     ).scalar_subquery()
+    paused = exists().where(PausedQueue.model == job.model)
     with store.sessions() as session:
-        position, done = session.execute(select(ahead, finished)).one()
+        position, done, is_paused = session.execute(select(ahead, finished, paused)).one()
     rate = done / WAIT_WINDOW.total_seconds()
-    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None)
+    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, bool(is_paused))
 
 
 def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:

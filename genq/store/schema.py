@@ -3,8 +3,9 @@ Alembic (migrations/); a test checks that the migrated database and these models
 
 Tables: `jobs`, `idempotency_keys`, the per-job event log `job_events`, the webhook tables
 (`webhook_secrets`, the outbox `webhook_deliveries`, `webhook_attempts`), `batches`, the API keys
-(`api_keys`, their daily token usage `api_key_usage`), and the OpenAI-compatible Batch API's `openai_files` and
-`openai_batches`.
+(`api_keys`, their daily token usage `api_key_usage`), the OpenAI-compatible Batch API's `openai_files` and
+`openai_batches`, and the admin dashboard's (migration 0006_admin): `job_counts` (jobs by model and status, kept
+by database triggers), `paused_queues`, `worker_processes`, `admin_users`, `admin_sessions`, `admin_audit`.
 
 Statuses are plain strings under a CHECK constraint, not a database enum, so a later migration can add
 one (e.g. a cancel request) on PostgreSQL and SQLite alike. Columns that later features need
@@ -28,6 +29,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -129,6 +131,13 @@ class Job(Base):
         # a key's unfinished jobs (its concurrency quota) and its listing
         Index("ix_jobs_owner_status", "owner", "status"),
         Index("ix_jobs_owner_created_at", "owner", "created_at"),
+        # the admin dashboard (0006_admin): finished in the last hour, a model's oldest waiting job, a worker's jobs
+        Index("ix_jobs_completed_at", "completed_at"),
+        Index("ix_jobs_queued_model_created", "model", "created_at",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        Index("ix_jobs_worker_started", "worker_id", "started_at"),
+        # metadata filters (`@>` containment) on PostgreSQL; on SQLite a plain index the filter does not use
+        Index("ix_jobs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
     )
 
 
@@ -205,6 +214,7 @@ class WebhookDelivery(Base):
         ),
         Index("ix_webhook_deliveries_job_id", "job_id"),
         Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),  # the sweep's query
+        Index("ix_webhook_deliveries_status_updated", "status", "updated_at"),  # the dashboard's failing list
     )
 
 
@@ -239,6 +249,8 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
     owner: Mapped[str | None] = mapped_column(String(36))  # the API key that submitted it (None: auth off)
+
+    __table_args__ = (Index("ix_batches_created_at", "created_at"),)
 
 
 class ApiKey(Base):
@@ -297,3 +309,100 @@ class OpenAIBatch(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_openai_batches_created_at", "created_at"),)
+
+
+# --- the admin dashboard (migration 0006_admin) ---
+
+
+class JobCount(Base):
+    """How many jobs have each (model, status): kept by triggers on `jobs` (made by the migration) in the
+    transaction of every insert, status change and delete, so counting never scans `jobs`. PostgreSQL spreads
+    each pair over shards (the backend's pid modulo 16) so that concurrent transitions rarely wait on one row;
+    the count is the sum over shards (genq/store/job_counts.py)."""
+
+    __tablename__ = "job_counts"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+class PausedQueue(Base):
+    """A model whose queue is paused: workers claim none of its queued jobs until it is resumed."""
+
+    __tablename__ = "paused_queues"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    paused_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class WorkerProcess(Base):
+    """A worker process as it registered and last reported itself (workers/heartbeat.py)."""
+
+    __tablename__ = "worker_processes"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the jobs' worker_id: host:pid
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    models: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
+    info: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)  # device, dtype, quantization, ...
+    batch_limit: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    in_batch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    tokens_per_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a clean shutdown
+
+    __table_args__ = (Index("ix_worker_processes_heartbeat", "heartbeat_at"),)
+
+
+ADMIN_ROLES = ("admin", "viewer")
+
+
+class AdminUser(Base):
+    """A dashboard user (not a client API key). `password_hash` is scrypt (genq/store/admin_users.py)."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # repeated failures slow logins down
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'viewer')", name="ck_admin_users_role"),)
+
+
+class AdminSession(Base):
+    """A logged-in browser: the cookie holds a random token, the database its sha256 and the CSRF token."""
+
+    __tablename__ = "admin_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_admin_sessions_expires_at", "expires_at"),)
+
+
+class AdminAudit(Base):
+    """One action taken in the dashboard: who, when, what, on which target, from where, and what it did."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    username: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+
+    __table_args__ = (Index("ix_admin_audit_at", "at"),)

@@ -11,6 +11,7 @@ import requests
 from e2e_helpers import wait_until
 from key_fixtures import KeyedApi, bearer, keyed_api, submit  # noqa: F401  (fixture)
 
+from api.auth import OWN_ACCESS_BLUEPRINTS
 from genq.webhooks.outbox import DeliveryStore
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -19,6 +20,7 @@ WEBHOOK = "http://127.0.0.1:9/hook"
 UNSCOPED = {
     ("GET", "/healthz"): "public",
     ("GET", "/v1/openapi.json"): "public",
+    ("GET", "/metrics"): "public aggregates",
     ("GET", "/v1/models"): "public data",
     ("GET", "/v1/jobs"): "lists the caller's jobs",
     ("POST", "/v1/jobs"): "creates a job of the caller's",
@@ -42,7 +44,7 @@ def _routes(keyed_api: KeyedApi) -> list[tuple[str, str]]:
     return sorted({
         (method, re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule))
         for rule in keyed_api.app.url_map.iter_rules() for method in rule.methods or ()
-        if method not in IGNORED_METHODS
+        if method not in IGNORED_METHODS and rule.endpoint.split(".")[0] not in OWN_ACCESS_BLUEPRINTS
     })
 
 

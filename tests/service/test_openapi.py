@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from api import create_app
 from api.errors import ApiError
+from api.openapi import UNDOCUMENTED_BLUEPRINTS
 from api.parsing import parse_new_job
 from genq.catalog import Catalog
 from genq.settings import Settings
@@ -57,7 +58,7 @@ def test_every_route_is_documented_and_every_documented_operation_is_a_route(
         (re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         for method in rule.methods or ()
-        if method not in IGNORED_METHODS
+        if method not in IGNORED_METHODS and rule.endpoint.split(".")[0] not in UNDOCUMENTED_BLUEPRINTS
     }
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert routes == documented
