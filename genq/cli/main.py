@@ -1,4 +1,5 @@
-"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench."""
+"""The `genq` command line: db upgrade, api, worker, up, sweep, check, bench; and the client of a running
+service (submit, jobs, batch: genq/cli/client_commands.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from genq.cli.client_commands import add_client_commands
 from genq.settings import ConfigError, Settings
 
 
@@ -80,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="served model name (service) or .gguf/HF dir (engine)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="engine options passed on to models.engine.bench")
     bench.set_defaults(func=_bench)
+
+    add_client_commands(sub)
     return parser
 
 
