@@ -10,6 +10,8 @@ those inside functions and under TYPE_CHECKING, since each one is a dependency a
     migrations/  Alembic: the schema's history, written out; imports only the persistence layer (genq.store)
     genq/webhooks/ signing, URL rules, retry, transport, delivery and events: no database code (the outbox,
                  dispatch, delivery runner and secret store are the webhook modules that use the database)
+    genq/client/ the HTTP client of the API: imports nothing of the project but itself, and none of the
+                 service's libraries (it runs in users' programs; genq.cli uses it, never the other way)
 
 Inside genq, from the bottom up:
     genq.ids, genq.status, genq.lifecycle   the vocabulary: import nothing of the project
@@ -153,6 +155,18 @@ def test_the_database_free_webhook_modules_use_no_database() -> None:
     free = [m for m in MODULES if _within(m, "genq.webhooks") and not _within(m, WEBHOOK_STORAGE)]
     found = [f"{m} imports {name}" for m in free for name, _ in _imported(m, MODULES[m])
              if _within(name, DATABASE_LIBRARIES) or _within(_project_module(name) or "", WEBHOOK_STORAGE)]
+    assert found == []
+
+
+CLIENT = "genq.client"
+SERVICE_LIBRARIES = ("flask", "werkzeug", "sqlalchemy", "psycopg", "alembic", "celery", "kombu", "redis", "torch",
+                     "models", "api", "workers", "migrations")
+
+
+def test_the_client_library_imports_nothing_of_the_service() -> None:
+    assert _violations({CLIENT: (CLIENT,)}) == []
+    found = [f"{m} imports {name}" for m in MODULES if _within(m, CLIENT) for name, _ in _imported(m, MODULES[m])
+             if _within(name, SERVICE_LIBRARIES)]
     assert found == []
 
 

@@ -1,5 +1,6 @@
 """The `genq` command line: db upgrade, api, worker, up, sweep, check, bench, keys (genq/cli/keys.py),
-admin (genq/cli/admin.py)."""
+admin (genq/cli/admin.py); and the client of a running service (submit, jobs, batch:
+genq/cli/client_commands.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from genq.cli.client_commands import add_client_commands
 from genq.settings import ConfigError, Settings
 
 
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     from genq.cli import admin
 
     admin.add_parser(sub)  # genq admin add-user (genq/cli/admin.py)
+    add_client_commands(sub)
     return parser
 
 
