@@ -1,6 +1,6 @@
 """The job list's filters: each is one entry of FILTERS, which turns the form's fields into
-genq.store.listing.JobFilter arguments. Adding a filter (e.g. the API key owner) is one more entry here
-(plus its JobFilter field). A value the form cannot mean is reported next to its field, never a 500.
+genq.store.listing.JobFilter arguments. Adding a filter is one more entry here (plus its JobFilter field).
+A value the form cannot mean is reported next to its field, never a 500.
 """
 from __future__ import annotations
 
@@ -77,6 +77,14 @@ def _metadata(args: MultiDict[str, str]) -> dict[str, Any]:
     return {"metadata": tuple(pairs)} if pairs else {}
 
 
+def _owner(args: MultiDict[str, str]) -> dict[str, Any]:
+    """The API key that submitted the jobs, by its name (`genq keys list`)."""
+    name = args.get("key", "").strip()
+    if len(name) > 64 or "\x00" in name:
+        raise FilterError("key", "not an API key's name")
+    return {"owner_name": name} if name else {}
+
+
 @dataclass(frozen=True)
 class Filter:
     name: str  # the form field
@@ -90,6 +98,7 @@ FILTERS: tuple[Filter, ...] = (
     Filter("created_after", _time("created_after", "created_after")),
     Filter("created_before", _time("created_before", "created_before")),
     Filter("metadata", _metadata),
+    Filter("key", _owner),
 )
 FIELDS = tuple(f.name for f in FILTERS)
 

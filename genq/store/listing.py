@@ -26,7 +26,7 @@ from genq.ids import is_id
 from genq.lifecycle import QueueInfo
 from genq.status import JobStatus
 from genq.store.jobs import JobStore, queue_paused
-from genq.store.schema import Job, PausedQueue, utcnow
+from genq.store.schema import ApiKey, Job, PausedQueue, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
 MAX_CURSOR_CHARS = 256  # ours are about 100
@@ -46,6 +46,7 @@ class JobFilter:
     created_before: datetime | None = None  # strictly before
     metadata: tuple[tuple[str, str], ...] = field(default=())  # metadata[key] is this string, for each pair
     owner: str | None = None  # only this API key's jobs (None: everyone's, as when auth is off)
+    owner_name: str | None = None  # only the jobs of the API key of this name (the dashboard's filter)
 
 
 def encode_cursor(job: Job) -> str:
@@ -161,6 +162,8 @@ def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if where.owner is not None:
         conditions.append(Job.owner == where.owner)
+    if where.owner_name is not None:  # by the key's unique name: at most one id, then the (owner, ...) indexes
+        conditions.append(Job.owner == select(ApiKey.id).where(ApiKey.name == where.owner_name).scalar_subquery())
     if where.statuses:
         conditions.append(Job.status.in_(where.statuses))
     if where.model is not None:

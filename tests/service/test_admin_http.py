@@ -18,6 +18,7 @@ from admin_fixtures import (  # noqa: F401  (fixtures)
 )
 
 from genq.store import audit
+from genq.store.api_keys import ApiKeyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["/admin/", "/admin/jobs", "/admin/workers", "/admin/batches", "/admin/webhooks", "/admin/audit"]
@@ -155,6 +156,20 @@ def test_the_job_list_filters_by_status_model_metadata_and_pages_by_cursor(with_
     bad = client.get("/admin/jobs?created_after=yesterday")
     assert bad.status_code == 200 and "a date and time" in bad.text  # shown by the field, not a 500
     assert client.get(f"/admin/jobs?id={ids[0]}").headers["Location"] == f"/admin/jobs/{ids[0]}"
+
+
+def test_the_job_list_filters_by_the_api_key_that_submitted_the_jobs(with_users: Dashboard) -> None:
+    keys = ApiKeyStore(with_users.store.sessions)
+    team_a, _ = keys.create("team-a")
+    team_b, _ = keys.create("team-b")
+    of_a = [new_job(with_users, owner=team_a.id) for _ in range(2)]
+    of_b = new_job(with_users, owner=team_b.id)
+    anonymous = new_job(with_users)
+    client = with_users.logged_in()
+    listed = client.get("/admin/jobs?key=team-a").text
+    assert all(j[:8] in listed for j in of_a) and of_b[:8] not in listed and anonymous[:8] not in listed
+    assert of_a[0][:8] not in client.get("/admin/jobs?key=no-such-key").text
+    assert team_a.id in client.get(f"/admin/jobs/{of_a[0]}").text  # the job's page names its key
 
 
 def test_genq_admin_user_and_password_create_an_admin_at_start(dashboard: Dashboard, tmp_path: Path) -> None:
