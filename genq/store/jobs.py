@@ -301,6 +301,7 @@ class JobStore:
             output_text=None, finish_reason=None, prompt_tokens=None, completion_tokens=None, logprobs=None,
             error_code=None, error_message=None, started_at=None, completed_at=None, cancel_requested_at=None,
             expires_at=expires_at, published_at=now, max_attempts=max(job.max_attempts, job.attempts + 1),
+            retries=Job.retries + 1,
         )
 
     def expire(self, job_id: str) -> bool:

@@ -55,13 +55,16 @@ def events_for_status(new_status: str, events_filter: tuple[str, ...]) -> tuple[
     return ()
 
 
-def message_id(job_id: str, event: str) -> str:
-    """The `webhook-id` of `event` for job `job_id`: the same for every attempt and every re-fire."""
+def message_id(job_id: str, event: str, generation: int = 0) -> str:
+    """The `webhook-id` of `event` for job `job_id`: the same for every attempt and every re-fire. A job retried
+    after it ended (`generation` = its retries) fires its events again as new messages, which a receiver that
+    drops repeated ids must not drop."""
     if event not in EVENTS.values():
         raise ValueError(f"unknown event {event!r}")
     if not job_id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in job_id):
         raise ValueError(f"job id must be non-empty [A-Za-z0-9_-], got {job_id!r}")
-    return f"msg_{job_id}_{event.removeprefix('job.')}"
+    name = f"msg_{job_id}_{event.removeprefix('job.')}"
+    return name if generation == 0 else f"{name}_r{generation}"
 
 
 def event_body(job: Mapping[str, Any]) -> bytes:

@@ -45,7 +45,8 @@ def create_deliveries(session: Session, job: Job) -> list[str]:
     ids = []
     for event in events:
         delivery = WebhookDelivery(
-            id=new_id(), job_id=job.id, event=event, webhook_id=message_id(job.id, event), url=job.webhook,
+            id=new_id(), job_id=job.id, event=event, webhook_id=message_id(job.id, event, job.retries),
+            url=job.webhook,
             payload=payload, status=PENDING, attempt_count=0, next_attempt_at=now, dispatched_at=now,
             created_at=now, updated_at=now,
         )

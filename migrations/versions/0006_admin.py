@@ -90,6 +90,8 @@ def drop_count_triggers() -> None:
 
 
 def upgrade() -> None:
+    # a job retried from the dashboard starts a new generation: its webhooks get new `webhook-id`s
+    op.add_column("jobs", sa.Column("retries", sa.Integer(), nullable=False, server_default="0"))
     op.create_table(
         "job_counts",
         sa.Column("model", sa.String(64), primary_key=True),
@@ -181,3 +183,5 @@ def downgrade() -> None:
     op.drop_table("paused_queues")
     drop_count_triggers()
     op.drop_table("job_counts")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("retries")

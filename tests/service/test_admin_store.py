@@ -12,6 +12,7 @@ from genq.store.job_counts import counts_by_model
 from genq.store.job_events import read_events_of_jobs
 from genq.store.jobs import JobStore
 from genq.store.schema import AdminUser, Job, utcnow
+from genq.webhooks.outbox import DeliveryStore
 
 PARAMS = {"max_new_tokens": 8}
 
@@ -58,6 +59,19 @@ def test_retry_requeues_a_failed_job_as_a_new_attempt_keeping_its_history(store:
     with store.sessions() as session:
         statuses = [e.data["status"] for e in read_events_of_jobs(session, {job.id: 0}) if e.kind == "status"]
     assert statuses == ["queued", "running", "failed", "queued", "running"]
+
+
+def test_a_retried_jobs_webhooks_are_new_messages_to_the_receiver(store: JobStore) -> None:
+    # a receiver drops a `webhook-id` it has seen: the retried outcome must come under a new one
+    job = store.create(model="retry-m", input={"prompt": "hi"}, params=PARAMS, webhook="http://127.0.0.1:9/h",
+                       webhook_events_filter=["completed"])
+    store.claim(job.id, "w1")
+    store.fail(job.id, "boom", "it broke", attempt=1)
+    assert store.retry(store.get(job.id))
+    store.claim(job.id, "w2")
+    store.succeed(job.id, text="x", finish_reason="eos", prompt_tokens=1, completion_tokens=1, attempt=2)
+    ids = [d.delivery.webhook_id for d in DeliveryStore(store.sessions).for_job(job.id)]
+    assert len(ids) == 2 and len(set(ids)) == 2
 
 
 def test_retry_refuses_a_job_that_did_not_end_badly(store: JobStore) -> None:

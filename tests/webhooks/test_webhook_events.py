@@ -59,6 +59,9 @@ def test_message_id_is_stable_per_job_and_event():
     assert message_id("job_01", JOB_COMPLETED) == message_id("job_01", JOB_COMPLETED) == "msg_job_01_completed"
     assert message_id("job_01", JOB_STARTED) != message_id("job_01", JOB_COMPLETED)
     assert message_id("job_02", JOB_COMPLETED) != message_id("job_01", JOB_COMPLETED)
+    # a job retried after it ended: new messages, stable within their generation
+    assert message_id("job_01", JOB_COMPLETED, 0) == "msg_job_01_completed"
+    assert message_id("job_01", JOB_COMPLETED, 1) == message_id("job_01", JOB_COMPLETED, 1) != "msg_job_01_completed"
 
 
 @pytest.mark.parametrize("job_id, event", [("job.1", JOB_COMPLETED), ("", JOB_STARTED), ("j1", "job.deleted")])
