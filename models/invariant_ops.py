@@ -87,10 +87,16 @@ class RowTiling:
 
 
 def project(layer: nn.Module, x: torch.Tensor, tiling: RowTiling) -> torch.Tensor:
-    """layer(x) for x (N, in), every row computed in a tile of its part's fixed height; returns (N, out)."""
+    """layer(x) for x (N, in), every row computed in a tile of its part's fixed height; returns (N, out).
+    A layer that declares `row_independent = True` runs on the N rows as they are (see below)."""
     n = x.shape[0]
     if n != tiling.num_rows:
         raise ValueError(f"project: {n} rows, but the tiling is for {tiling.num_rows}")
+    if getattr(layer, "row_independent", False) is True:
+        # a kernel whose row result ignores the row count and the other rows (models/quant/int8.py, int4.py;
+        # checked by tests/models/test_quant_kernels.py): any tiling gives the same bits, so none is padded
+        out: torch.Tensor = layer(x)
+        return out
     out = x.new_empty(n, _out_features(layer))
     for lo, hi, tile in tiling.segments():
         for start in range(lo, hi, tile):

@@ -207,11 +207,12 @@ class LlamaNetwork(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed_tokens.weight.device
+        return self.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed_tokens.weight.dtype
+        """The compute dtype: the norms', which stay in it when the projections are quantized (models/quant/)."""
+        return self.norm.weight.dtype
 
     def new_cache(self, n_slots: int, max_len: int) -> KVCache:
         """An empty KV cache for this network, on its device and in its dtype."""

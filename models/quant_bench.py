@@ -1,6 +1,6 @@
 """Weight memory, decode speed and agreement with float32 of each quantization mode on the default model.
 
-    python -m models.quant_bench [--threads 2] [--modes none,int8,nf4,fp4] [--context 200] [--device cpu]
+    python -m models.quant_bench [--threads 2] [--modes none,int8,int4,bnb_int8,nf4,fp4] [--context 200] [--device cpu]
     python -m models.quant_bench --layer      # one 576x1536 Linear at batch 1 and 64 instead
 
 
@@ -72,7 +72,8 @@ def greedy(net: LlamaNetwork, prompt: list[int], steps: int) -> list[int]:
 
 def swapped_layer_bytes(net: nn.Module) -> int:
     """weight_bytes of the layers quantize_network put in (none for mode "none")."""
-    return sum(weight_bytes(m) for m in net.modules() if type(m).__module__.startswith("bitsandbytes"))
+    return sum(weight_bytes(m) for m in net.modules()
+               if type(m).__module__.startswith(("bitsandbytes", "models.quant.")))
 
 
 def layer_table(modes: list[str], device: str, rounds: int) -> None:

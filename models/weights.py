@@ -5,9 +5,14 @@ it with `load_state_dict(..., assign=True)`. Both sources are first mapped to Hu
 names without the `model.` prefix (`layers.0.self_attn.q_proj.weight`, ...), then q/k/v and gate/up are
 concatenated into the fused projections the network uses (models/llama.py).
 
-GGUF specifics: tensor names are llama.cpp's (`blk.N.attn_q`, ...), quantized tensors are dequantized to
-float32 by models.gguf, and for the llama architecture the rows of q and k are put back in Hugging Face
-order: llama.cpp's converter permutes them for its rotary layout (see `unpermute_rows`).
+Memory: each tensor is put in the compute dtype as soon as it is read (a GGUF tensor is dequantized to
+float32 by models.gguf one at a time), so the load never holds the whole model in float32 beside the
+network it builds; the fused projections are concatenated in the compute dtype too (the same bits as
+casting after concatenating: both are exact copies).
+
+GGUF specifics: tensor names are llama.cpp's (`blk.N.attn_q`, ...), and for the llama architecture the
+rows of q and k are put back in Hugging Face order: llama.cpp's converter permutes them for its rotary
+layout (see `unpermute_rows`).
 """
 from __future__ import annotations
 
@@ -57,9 +62,9 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
     """The model's config and network from a .gguf file or a Hugging Face directory, in `dtype` on `device`."""
     path = Path(source)
     if path.is_dir():
-        cfg, weights = _read_hf(path)
+        cfg, weights = _read_hf(path, dtype)
     elif path.is_file():
-        cfg, weights = _read_gguf(path)
+        cfg, weights = _read_gguf(path, dtype)
     else:
         raise FileNotFoundError(f"no model at {path}: expected a .gguf file or a Hugging Face directory")
     state = fuse_state_dict(cfg, weights)
@@ -80,8 +85,12 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
 
 
 def fuse_state_dict(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map Hugging Face names (no `model.` prefix) to the network's: q/k/v -> qkv_proj, gate/up -> gate_up_proj."""
+    """Map Hugging Face names (no `model.` prefix) to the network's: q/k/v -> qkv_proj, gate/up -> gate_up_proj.
+
+    `weights` is consumed (emptied), so each layer's parts are freed as soon as they are fused, and the load
+    never holds every part beside every fused copy."""
     state = dict(weights)
+    weights.clear()
 
     def take(name: str) -> torch.Tensor:
         if name not in state:
@@ -113,7 +122,7 @@ def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _read_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     gguf = GGUFFile(path)
     cfg = ModelConfig.from_gguf(gguf)
     weights: dict[str, torch.Tensor] = {}
@@ -121,7 +130,7 @@ def _read_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
         hf_name = _gguf_to_hf(name)
         if hf_name is None:
             raise UnsupportedModel(f"GGUF tensor {name} is not one this runtime knows")
-        weights[hf_name] = gguf.tensor(name)
+        weights[hf_name] = gguf.tensor(name).to(dtype)  # the float32 copy of one tensor at a time
     if cfg.architecture == "llama":
         for i in range(cfg.num_layers):
             for proj, heads in (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)):
@@ -141,7 +150,7 @@ def _gguf_to_hf(name: str) -> str | None:
     return None
 
 
-def _read_hf(directory: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _read_hf(directory: Path, dtype: torch.dtype) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     config_path = directory / "config.json"
     if not config_path.exists():
         raise WeightsError(f"{directory} has no config.json")
@@ -155,17 +164,17 @@ def _read_hf(directory: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     else:
         raise WeightsError(f"{directory} has neither model.safetensors nor model.safetensors.index.json "
                            "(.bin checkpoints are not supported)")
-    return cfg, _strip_prefix(_read_safetensors(directory / f for f in files))
+    return cfg, _strip_prefix(_read_safetensors((directory / f for f in files), dtype))
 
 
-def _read_safetensors(paths: Iterable[Path]) -> dict[str, torch.Tensor]:
+def _read_safetensors(paths: Iterable[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
     for p in paths:
         if not p.exists():
             raise WeightsError(f"shard {p.name} is missing")
-        weights.update(load_file(p))
+        weights.update((k, v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(p).items())
     return weights
 
 

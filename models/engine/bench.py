@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefill-chunk", type=int, default=512)
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
+    ap.add_argument("--quantization", default="none",
+                    help="none (the default) | int8 | int4 (CPU) | bnb_int8 | nf4 | fp4 (bitsandbytes): models/quant/")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
     a = ap.parse_args(argv)
@@ -91,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
                                                prefill_chunk=a.prefill_chunk, kv_budget_bytes=budget,
-                                               dtype=a.dtype))
+                                               dtype=a.dtype), quantization=a.quantization)
     engine.start()
     try:
         result = run_workload(engine, read_workload(a.workload))
         result["dtype"] = engine.engine_config.dtype
+        result["quantization"] = a.quantization
         if a.stats:
             print(json.dumps(engine.stats()), file=sys.stderr)
     finally:

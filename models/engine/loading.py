@@ -15,8 +15,9 @@ def load_engine(source: str | Path, engine_config: EngineConfig | None = None,
                 quantization: str = "none") -> Engine:
     """An engine (not started) over the model at `source`: network, tokenizer and chat template.
 
-    `quantization` ("none" | "int8" | "nf4" | "fp4") swaps the projections for bitsandbytes layers at load;
-    a mode the installed bitsandbytes cannot run on the device is refused here, never silently dropped.
+    `quantization` (models/quant/: "none" | "int8" | "int4" | "bnb_int8" | "nf4" | "fp4") swaps the
+    projections for quantized layers at load; a mode that cannot run on the device is refused here, never
+    silently dropped.
     The torch work (weights, KV cache) runs on a short-lived thread, never on the caller's: see
     models/engine/threads.py for why that matters to speed.
     """

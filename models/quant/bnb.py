@@ -1,8 +1,8 @@
-"""Weight quantization at load time through bitsandbytes: none | int8 | nf4 | fp4.
+"""Weight quantization at load time through bitsandbytes: bnb_int8 | nf4 | fp4 (the CUDA path; an option on the CPU).
 
 Every eligible `nn.Linear` of an already loaded float network is swapped for its bitsandbytes layer,
 built from the float weights it replaces (biases kept in float):
-- int8: `Linear8bitLt` (LLM.int8(): int8 weights with one float scale per output row; activations are
+- bnb_int8: `Linear8bitLt` (LLM.int8(): int8 weights with one float scale per output row; activations are
   cast to float16, quantized per row and multiplied in int8; with a threshold > 0, input columns holding a
   value above it are multiplied in float16 instead: see `int8_threshold`);
 - nf4 / fp4: `Linear4bit` (two 4-bit codes per byte, one absmax per block of 64 weights).
@@ -13,24 +13,20 @@ another mode: an unknown mode, a device other than cpu and cuda, a missing or to
 mode the installed kernels cannot run on the device (a tiny probe layer is tried) before any weight is
 read; then any layer the kernels cannot run (each swapped layer is tried once), naming the layer.
 
-bitsandbytes is imported lazily, so `QUANT_MODES`, the checks that need no kernels and `weight_bytes`
-work without it.
+bitsandbytes is imported lazily, so `BNB_MODES` and the checks that need no kernels work without it.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from models.config import ModelConfig
-    from models.llama import LlamaNetwork
+from models.quant.errors import QuantizationError
 
-QUANT_MODES = ("none", "int8", "nf4", "fp4")
+BNB_MODES = ("bnb_int8", "nf4", "fp4")
 DEFAULT_SKIP = frozenset({"lm_head", "embed_tokens"})
 # 0.46.0 is the first release whose torch.library backends have CPU ops for these layers; only 0.50.2 is tested.
 MIN_BITSANDBYTES = (0, 46, 0)
@@ -44,16 +40,9 @@ FOUR_BIT_BLOCKSIZE = 64
 INT8_THRESHOLD = {"cuda": 6.0, "cpu": 0.0}
 
 
-class QuantizationError(ValueError):
-    """A quantization mode that is unknown or cannot run on the chosen device with the installed bitsandbytes."""
-
-
-def check_quantization(mode: str, device: torch.device | str = "cpu") -> None:
-    """Refuse `mode` on `device` unless the installed bitsandbytes can run it there (a tiny layer is tried)."""
-    if mode not in QUANT_MODES:
-        raise QuantizationError(f"unknown quantization {mode!r}: expected one of {', '.join(QUANT_MODES)}")
-    if mode == "none":
-        return
+def check_bnb(mode: str, device: torch.device | str = "cpu") -> None:
+    """Refuse bitsandbytes `mode` on `device` unless the installed bitsandbytes can run it there (a tiny layer
+    is tried)."""
     dev = torch.device(device)
     if dev.type not in DEVICE_TYPES:
         raise QuantizationError(f"quantization {mode!r} runs on {' or '.join(DEVICE_TYPES)}, not {dev.type}")
@@ -71,7 +60,7 @@ def check_quantization(mode: str, device: torch.device | str = "cpu") -> None:
     _validated(layer, "a probe layer", mode, dev, torch.float32)
 
 
-def quantize_network(module: nn.Module, mode: str, device: torch.device | str = "cpu",
+def quantize_bnb(module: nn.Module, mode: str, device: torch.device | str = "cpu",
                      compute_dtype: torch.dtype | None = None, skip: Iterable[str] = DEFAULT_SKIP,
                      int8_threshold: float | None = None) -> nn.Module:
     """Swap every eligible nn.Linear of `module` (in place) for its `mode` layer on `device`; returns `module`.
@@ -79,15 +68,13 @@ def quantize_network(module: nn.Module, mode: str, device: torch.device | str = 
     Eligible: exactly `nn.Linear` (not a subclass), and neither its full name (`layers.0.mlp.down_proj`) nor
     its last name part (`lm_head`) is in `skip`. Everything else (embeddings, norms, skipped layers) is
     moved to `device` unchanged. `compute_dtype` is the 4-bit layers' compute dtype (default: the dtype of
-    the weights); inputs and outputs keep their dtype. `int8_threshold` (int8 only) is LLM.int8()'s outlier
+    the weights); inputs and outputs keep their dtype. `int8_threshold` (bnb_int8 only) is LLM.int8()'s outlier
     threshold, 0 for none; by default INT8_THRESHOLD of the device type. Every swapped layer is run once on
     a dummy input, so a layer the kernels cannot run is refused here, naming it, and CPU weight repacking
-    happens now rather than on the first request. `mode="none"` only moves the module.
+    happens now rather than on the first request.
     """
-    check_quantization(mode, device)
+    check_bnb(mode, device)
     dev = torch.device(device)
-    if mode == "none":
-        return module.to(dev)
     bnb = _bitsandbytes(mode)
     skip = frozenset(skip)
     threshold = INT8_THRESHOLD[dev.type] if int8_threshold is None else int8_threshold
@@ -104,66 +91,12 @@ def quantize_network(module: nn.Module, mode: str, device: torch.device | str = 
     return module
 
 
-def weight_bytes(module: nn.Module) -> int:
-    """Bytes the module's weights really hold: parameters, buffers, bitsandbytes' packed storage and quant
-    state (4-bit absmax and code tables, int8 row scales), each storage counted once (tied weights too)."""
-    seen: set[tuple[str, int]] = set()
-    total = 0
-
-    def add(t: Any) -> None:
-        nonlocal total
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-            return
-        storage = t.untyped_storage()
-        key = (str(t.device), storage.data_ptr())
-        if storage.nbytes() and key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-
-    for m in module.modules():
-        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
-            add(t)
-        state = getattr(getattr(m, "weight", None), "quant_state", None)  # Linear4bit
-        if state is not None:
-            for attr in ("absmax", "code", "offset"):
-                add(getattr(state, attr, None))
-            nested = getattr(state, "state2", None)  # absmax quantized again (compress_statistics)
-            if nested is not None:
-                add(nested.absmax)
-                add(nested.code)
-        for holder in (getattr(m, "weight", None), getattr(m, "state", None)):  # Linear8bitLt: CB, SCB
-            add(getattr(holder, "CB", None))
-            add(getattr(holder, "SCB", None))
-    return total
-
-
-def load_quantized_network(source: str | Path, quantization: str = "none", dtype: torch.dtype = torch.float32,
-                           device: torch.device | str = "cpu",
-                           skip: Iterable[str] = DEFAULT_SKIP) -> tuple[ModelConfig, LlamaNetwork]:
-    """`models.weights.load_network` with the model spec's quantization applied at load.
-
-    The mode is checked before the weights are read. For a quantized mode the float weights are loaded on
-    the CPU in `dtype` and quantized layer by layer onto `device`, so the device never holds the whole float
-    model; embeddings, norms and skipped layers stay in `dtype`, and `dtype` is the 4-bit compute dtype.
-    An untied LM head is quantized too when "lm_head" is left out of `skip` (a tied one is the embedding
-    matrix and stays in `dtype`).
-    """
-    from models.weights import load_network
-
-    check_quantization(quantization, device)
-    if quantization == "none":
-        return load_network(source, dtype=dtype, device=device)
-    cfg, net = load_network(source, dtype=dtype, device="cpu")
-    quantize_network(net, quantization, device=device, compute_dtype=dtype, skip=skip)
-    return cfg, net
-
-
 def _swap(bnb: Any, linear: nn.Linear, mode: str, device: torch.device, compute_dtype: torch.dtype,
           int8_threshold: float) -> nn.Linear:
     """The bitsandbytes layer for `linear`, its weight quantized onto `device`, in the same train/eval mode."""
     weight = linear.weight.detach()
     bias = linear.bias is not None
-    if mode == "int8":
+    if mode == "bnb_int8":
         layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias, has_fp16_weights=False,
                                     threshold=int8_threshold, device="meta")
         # Int8Params quantizes inside .to(device), and only when its float data is on the CPU

@@ -1,0 +1,51 @@
+"""The default model with weight-only int8 and int4 projections (models/quant/): the network's bitwise batch
+invariance cases (tests/models/test_network_bitwise.py, run here on the quantized networks: a prompt in chunks
+against whole, a decode row alone against beside others, a step mixing decode and prefill), and it still
+answers the question the other modes answer."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_network_bitwise import (  # the same cases, collected here with this module's `net`
+    prompts,
+    test_a_decode_step_alone_gives_the_logits_it_gets_beside_others,
+    test_a_prompt_in_chunks_gives_the_logits_of_the_whole,
+    test_a_step_mixing_decode_and_prefill_gives_each_sequence_its_logits_alone,
+)
+
+from models.llama import LlamaNetwork
+from models.quant import quantize_network
+from models.quant.int4 import Int4Linear
+from models.quant.int8 import Int8Embedding, Int8Linear
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["prompts", "test_a_decode_step_alone_gives_the_logits_it_gets_beside_others",
+           "test_a_prompt_in_chunks_gives_the_logits_of_the_whole",
+           "test_a_step_mixing_decode_and_prefill_gives_each_sequence_its_logits_alone"]
+
+
+@pytest.fixture(scope="module", params=["int8", "int4"])
+def net(request, smollm: LlamaNetwork) -> LlamaNetwork:
+    return quantize_network(copy.deepcopy(smollm), request.param, compute_dtype=torch.float32)
+
+
+def test_every_projection_and_the_head_are_swapped(net):
+    kinds = {type(layer.mlp.down_proj) for layer in net.layers} | {type(layer.self_attn.qkv_proj) for layer in
+                                                                    net.layers}
+    assert len(kinds) == 1 and kinds <= {Int8Linear, Int4Linear}
+    assert type(net.lm_head) is Int8Linear and type(net.embed_tokens) is Int8Embedding
+    assert net.embed_tokens.codes is net.lm_head.codes  # the tied table is held once
+    assert net.dtype == torch.float32
+
+
+def test_the_quantized_default_model_answers_paris(net, plans, gguf_path):
+    from models.prompting import load_tokenizer
+
+    tokenizer, template = load_tokenizer(gguf_path)
+    prompt = tokenizer.encode(template.render([{"role": "user", "content": "What is the capital of France?"}],
+                                              add_generation_prompt=True))
+    tokens, _ = plans.greedy(net, prompt, 20, stop=tokenizer.eos_token_id)
+    assert "Paris" in tokenizer.decode(tokens)
