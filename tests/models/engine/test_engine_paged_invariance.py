@@ -30,7 +30,7 @@ def engine_for(request, smollm, gguf_path):
     engines = []
 
     def make(**kw) -> Engine:
-        e = Engine(net, net.cfg, tokenizer, template, EngineConfig(max_len=512, dtype=request.param, **kw))
+        e = Engine(net, net.cfg, tokenizer, template, EngineConfig(**{"max_len": 512, "dtype": request.param, **kw}))
         engines.append(e)
         return e.start()
 
@@ -62,14 +62,15 @@ def test_a_prefix_cache_hit_gives_the_answer_computed_afresh(engine_for):
 
 
 def test_a_preempted_sequence_recomputed_later_gives_the_answer_it_has_alone(engine_for):
-    """A pool of one sequence of max_len (8 blocks of 64) for six chats that each reach three or four blocks:
-    the newest are preempted as the others grow, and recomputed when they return."""
-    reqs = [_chat(f"p{i}", q, 100 + 20 * i) for i, q in enumerate(QUESTIONS)]
+    """A pool of one sequence of max_len (4 blocks of 64) for four chats of about 186 prompt tokens (two
+    whole blocks of the shared system prompt) that each grow into a fourth block: the newest is preempted as
+    the others grow, and recomputed when it returns (from its own cached blocks, generated tokens included)."""
+    reqs = [_chat(f"p{i}", q, 30 + 8 * i) for i, q in enumerate(QUESTIONS[:4])]
     alone = _alone(engine_for, reqs)
     probe = engine_for(max_batch=1)
     per_block = KVCache.bytes_per_block(probe.config.num_layers, probe.config.num_kv_heads, probe.config.head_dim,
                                         probe.engine_config.torch_dtype)
-    engine = engine_for(kv_budget_bytes=(1 + 512 // BLOCK_SIZE) * per_block, prefill_chunk=64)
+    engine = engine_for(max_len=256, kv_budget_bytes=(1 + 256 // BLOCK_SIZE) * per_block, prefill_chunk=64)
     handles = [engine.submit(r) for r in reqs]
     assert [h.wait(600).token_ids for h in handles] == alone
     assert engine.scheduler.num_preemptions > 0
