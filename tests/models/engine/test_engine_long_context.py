@@ -48,4 +48,9 @@ def test_a_7000_token_prompt_succeeds_while_the_others_keep_decoding(smollm, ggu
     assert result.prompt_tokens >= 6900 and result.completion_tokens == 8
     # the others got tokens all through the long prompt's prefill, which took many steps
     during = [t for i in range(3) for t in stamps[f"o{i}:delta"] if long_started < t < long_first]
+    gaps = sorted(b - a for i in range(3)
+                  for a, b in zip(stamps[f"o{i}:delta"][:-1], stamps[f"o{i}:delta"][1:], strict=True)
+                  if long_started < b < long_first)
+    print(f"long prefill {long_first - long_started:.1f} s; the others' token gaps meanwhile: "
+          f"median {gaps[len(gaps) // 2] * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms, {len(gaps)} gaps")
     assert len(during) >= 3 * 10
