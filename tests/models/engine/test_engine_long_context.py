@@ -27,7 +27,7 @@ def test_a_7000_token_prompt_succeeds_while_the_others_keep_decoding(smollm, ggu
         document = " ".join(words[i % len(words)] for i in range(6900))
         long = GenerationRequest("long", GenerationParams(max_new_tokens=8),
                                  messages=[{"role": "user", "content": document + "\nSummarize."}])
-        assert 6900 <= len(engine.encode(long)) <= 7300
+        assert 6900 <= len(engine.encode(long)) <= 7500  # 7,366 with the default tokenizer
         stamps: dict[str, list[float]] = {}
 
         def listen(event: EngineEvent) -> None:
