@@ -24,7 +24,7 @@ _GENERATION_KEYS = {f for f in GenerationParams.__dataclass_fields__}
 @dataclass
 class ServedModel:
     spec: ModelSpec
-    max_len: int = 2048  # GENQ_MAX_LEN: the KV positions the engine gives one job
+    max_len: int = 1 << 20  # GENQ_MAX_LEN: the most positions the engine gives one job (default: the model's own)
 
     @property
     def name(self) -> str:

@@ -93,9 +93,10 @@ class Settings:
     default_model: str = DEFAULT_MODEL_NAME
     generation_defaults: Mapping[str, Any] = field(default_factory=dict)  # the service's defaults
     batch_size: int = 64  # engine batch = worker thread-pool width
-    max_len: int = 2048  # tokens of KV cache per running job (prompt + output), one slot each
-    # memory for the KV cache of each model, slots = min(batch, budget / slot); None (GENQ_KV_BUDGET_MB unset or
-    # "auto"): half the memory available once the model is loaded. On the CPU it is committed as it is written.
+    # most tokens (prompt + output) of one job, capped by the model's own context length: by default the model's own
+    max_len: int = 1 << 20
+    # memory for the KV cache's pool of blocks of each model; None (GENQ_KV_BUDGET_MB unset or "auto"): half the
+    # memory available once the model is loaded. On the CPU it is committed as blocks are first written.
     kv_budget_mb: int | None = None
     # compute dtype of the engines: auto (bfloat16 where the device computes it natively, else float32;
     # models/dtypes.py), float32 (the reference), bfloat16, float16
@@ -171,7 +172,7 @@ class Settings:
             default_model=env.get("GENQ_DEFAULT_MODEL") or DEFAULT_MODEL_NAME,
             generation_defaults=parse_generation_defaults(env.get("GENQ_GENERATION_DEFAULTS", "")),
             batch_size=_int(env, "GENQ_BATCH_SIZE", 64, lo=1, hi=1024),
-            max_len=_int(env, "GENQ_MAX_LEN", 2048, lo=16, hi=1 << 20),
+            max_len=_int(env, "GENQ_MAX_LEN", 1 << 20, lo=16, hi=1 << 20),
             kv_budget_mb=None if env.get("GENQ_KV_BUDGET_MB", "").strip() in ("", "auto")
             else _int(env, "GENQ_KV_BUDGET_MB", 0, lo=1),
             dtype=_choice(env, "GENQ_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),

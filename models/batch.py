@@ -1,10 +1,16 @@
-"""The contract between the engine's scheduler and the network: one step's tokens and the KV cache.
+"""The contract between the engine's scheduler and the network: one step's tokens and the paged KV cache.
 
-The cache is allocated once, as slots: every running sequence owns one slot of `max_len` positions,
-for its whole life. A step is a flat list of N tokens drawn from any number of sequences: one token for
-each decoding sequence, and a chunk of prompt tokens for each sequence being prefilled. The network
-writes each token's keys and values at (slot, position) and attends, for each token, to positions
-0..position of its own slot only, so no sequence ever sees another's cache or any padding.
+The cache is one pool of fixed-size blocks of BLOCK_SIZE positions per layer. A sequence holds a block table:
+its position p lives in block table[p // BLOCK_SIZE] at offset p % BLOCK_SIZE. Blocks are taken as a sequence
+grows and returned when it ends (the engine's block manager decides which; models/engine/block_pool.py), so
+memory follows the tokens held, and a block of a shared prefix can sit in many tables at once. Block 0 is the
+null block: never written, it reads as zeros, and pads tables to a common width.
+
+A step is a flat list of N tokens drawn from any number of sequences: one token for each decoding sequence,
+and a chunk of prompt tokens for each sequence being prefilled. Each token names its row of the step's block
+tables; the network writes its keys and values at its own position of that row's blocks and attends, for
+each token, to positions 0..position of its own row only, so no sequence ever sees another's cache or any
+padding. A block's place in the pool never changes a result: attention reads the blocks' keys in table order.
 """
 from __future__ import annotations
 
@@ -14,55 +20,70 @@ from dataclasses import dataclass
 
 import torch
 
-# Every slot holds a whole number of this many positions (max_len is rounded up): attention reads keys in
-# whole blocks (models/invariant_ops.py), and a block must never be cut short by the end of a slot.
+from models.kv_blocks import BLOCK_SIZE, NULL_BLOCK, blocks_for
+
+__all__ = ["BLOCK_SIZE", "NULL_BLOCK", "BatchPlan", "KVCache", "blocks_for", "slot_positions"]
+
+# Fixed slots (KVCache.allocate, for callers that lay sequences out by slot) hold a whole number of this many
+# positions, so a prefill key block never reaches past a slot's own blocks.
 SLOT_ALIGN = 256
 
 
 def slot_positions(max_len: int) -> int:
-    """Positions a slot holds for sequences of up to max_len: max_len rounded up to whole SLOT_ALIGNs."""
+    """Positions a fixed slot holds for sequences of up to max_len: max_len rounded up to whole SLOT_ALIGNs."""
     return -(-max_len // SLOT_ALIGN) * SLOT_ALIGN
 
 
 @dataclass
 class KVCache:
-    """Keys and values for every layer and slot: (n_layers, n_slots, n_kv_heads, capacity, head_dim) each, for
-    sequences of up to `max_len` positions; capacity is max_len rounded up to whole SLOT_ALIGNs."""
+    """Keys and values for every layer: k, v (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, head_dim) each.
+
+    max_len: the most positions one sequence may reach. slot_tables: (n_slots, blocks per slot) when the cache
+    was made by `allocate` (fixed slots, each its own run of blocks): a plan without block tables then names
+    slots; None for a pool whose tables the engine hands in with each plan."""
 
     k: torch.Tensor
     v: torch.Tensor
     max_len: int
+    slot_tables: torch.Tensor | None = None
 
     @classmethod
-    def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
-        """Zeros of that shape (max_len rounded up to whole SLOT_ALIGNs); on the CPU, memory the OS commits page
-        by page as positions are first written, so a worker holds what its sequences reached, not
-        n_slots x max_len (see _zeros_committed_on_write)."""
-        shape = (n_layers, n_slots, n_kv_heads, slot_positions(max_len), head_dim)
+    def pool(cls, n_layers: int, n_blocks: int, n_kv_heads: int, head_dim: int, max_len: int,
+             dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
+        """A pool of n_blocks blocks (block 0, the null block, included), zeros. On the CPU, memory the OS
+        commits page by page as blocks are first written (see _zeros_committed_on_write)."""
+        shape = (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, head_dim)
         if torch.device(device).type != "cpu":
             # device memory is committed at allocation whatever the call; zeros keep never-written keys finite
             return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
                        max_len)
         return cls(_zeros_committed_on_write(shape, dtype), _zeros_committed_on_write(shape, dtype), max_len)
 
+    @classmethod
+    def allocate(cls, n_layers: int, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
+        """A pool laid out as n_slots fixed slots of max_len positions (rounded up to whole SLOT_ALIGNs): slot s
+        is blocks 1 + s * W .. (s + 1) * W, W = blocks per slot. For plans that name slots (tests, benches)."""
+        per_slot = slot_positions(max_len) // BLOCK_SIZE
+        cache = cls.pool(n_layers, 1 + n_slots * per_slot, n_kv_heads, head_dim, max_len, dtype, device)
+        cache.slot_tables = 1 + torch.arange(n_slots * per_slot, device=device).view(n_slots, per_slot)
+        return cache
+
     @staticmethod
-    def bytes_per_slot(n_layers: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype) -> int:
-        positions = slot_positions(max_len)
-        return 2 * n_layers * n_kv_heads * positions * head_dim * torch.empty((), dtype=dtype).element_size()
+    def bytes_per_block(n_layers: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        return 2 * n_layers * n_kv_heads * BLOCK_SIZE * head_dim * torch.empty((), dtype=dtype).element_size()
 
     @property
-    def n_slots(self) -> int:
-        return self.k.shape[1]
+    def n_blocks(self) -> int:
+        return self.k.shape[2]
 
-    @property
-    def capacity(self) -> int:
-        return self.k.shape[3]
-
-    def copy_prefix(self, src_slot: int, dst_slot: int, length: int) -> None:
-        """Reuse a cached prompt prefix: positions [0, length) of src become those of dst."""
-        self.k[:, dst_slot, :, :length] = self.k[:, src_slot, :, :length]
-        self.v[:, dst_slot, :, :length] = self.v[:, src_slot, :, :length]
+    def slot(self, layer: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (KV, positions, hd) of a fixed slot (a copy of its blocks, in order)."""
+        if self.slot_tables is None:
+            raise ValueError("this cache has no fixed slots")
+        blocks = self.slot_tables[slot]
+        kvh, hd = self.k.shape[1], self.k.shape[-1]
+        return (self.k[layer][:, blocks].reshape(kvh, -1, hd), self.v[layer][:, blocks].reshape(kvh, -1, hd))
 
 
 def _zeros_committed_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -80,12 +101,15 @@ def _zeros_committed_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> tor
 class BatchPlan:
     """One forward step. Tokens are laid out as decode tokens first, then prefill chunks.
 
-    token_ids, positions, slots: (N,) int64 — every token of the step, its position in its sequence and its slot.
-    num_decode: the first `num_decode` tokens are single decode tokens, one per sequence, in distinct slots.
-    prefills: for each prefill chunk, (offset into the flat tokens, slot, start position, length);
-      a chunk attends causally to its own slot's positions [0, start + length).
-    logits_rows: (R,) int64 — which flat rows need logits (each decode token, and the last token of a
+    token_ids, positions, slots: (N,) int64 — every token of the step, its position in its sequence and its
+      sequence's row of `block_tables` (a fixed slot of the cache when block_tables is None).
+    num_decode: the first `num_decode` tokens are single decode tokens, one per sequence, in distinct rows.
+    prefills: for each prefill chunk, (offset into the flat tokens, row, start position, length);
+      a chunk attends causally to its own row's positions [0, start + length).
+    logits_rows: (R,) int64 — which flat rows need logits (decode tokens that sample, and the last token of a
       prefill chunk that ends its prompt); the forward returns logits of shape (R, vocab) in this order.
+    block_tables: (rows, W) int64 — each row's blocks in position order, padded with NULL_BLOCK; None: the
+      cache's fixed slots.
     """
 
     token_ids: torch.Tensor
@@ -94,7 +118,23 @@ class BatchPlan:
     num_decode: int
     prefills: list[tuple[int, int, int, int]]
     logits_rows: torch.Tensor
+    block_tables: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
         return int(self.token_ids.shape[0])
+
+    def tables(self, cache: KVCache) -> torch.Tensor:
+        """The step's block tables: its own, or the cache's fixed slots."""
+        tables = self.block_tables if self.block_tables is not None else cache.slot_tables
+        if tables is None:
+            raise ValueError("plan: no block tables, and the cache has no fixed slots")
+        return tables
+
+    def cache_index(self, cache: KVCache) -> torch.Tensor:
+        """(N,) each token's flat index into a layer's (n_blocks * BLOCK_SIZE) positions: where it is written."""
+        tables = self.tables(cache)
+        if self.num_tokens and int((self.positions // BLOCK_SIZE).max()) >= tables.shape[1]:
+            raise ValueError("plan: a position is beyond its block table")
+        blocks = tables[self.slots, self.positions // BLOCK_SIZE]
+        return blocks * BLOCK_SIZE + self.positions % BLOCK_SIZE

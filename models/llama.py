@@ -6,11 +6,11 @@ q, k and v projections are one Linear (`qkv_proj`, rows q then k then v) and the
 projections are one Linear (`gate_up_proj`, rows gate then up).
 
 `forward(plan, cache)` runs one engine step (models/batch.py): the step's tokens are a flat (N,) list,
-decode tokens first, then prefill chunks. Every layer writes each token's k/v at (slot, position) of
-the cache, then attends:
-- all decode tokens together, in one batched attention over their slots' keys up to the longest
-  position in the step, with a mask hiding each slot's positions beyond its own (and padding);
-- each prefill chunk causally over its own slot's positions [0, start + length).
+decode tokens first, then prefill chunks. Every layer writes each token's k/v at its position in its
+row's blocks of the paged cache, then attends:
+- all decode tokens together, in one batched attention over their rows' blocks (gathered in table order)
+  up to the longest position in the step, with a mask hiding each row's positions beyond its own;
+- each prefill chunk causally over its own row's positions [0, start + length).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.batch import BatchPlan, KVCache
+from models.batch import BLOCK_SIZE, NULL_BLOCK, BatchPlan, KVCache
 from models.config import ModelConfig
 from models.invariant_ops import (
     DECODE_KEY_BLOCK,
@@ -33,9 +33,8 @@ from models.invariant_ops import (
 )
 from models.rope import RotaryEmbedding
 
-# Decode attention views the slice of slots min..max in place (no gather) while that slice holds at most
-# this many slots per decoding sequence; sparser steps gather their slots' keys instead.
-DENSE_SLOTS_FACTOR = 3
+if DECODE_KEY_BLOCK % BLOCK_SIZE or PREFILL_KEY_BLOCK % BLOCK_SIZE:
+    raise ImportError("attention's key blocks must be whole cache blocks")
 
 
 def attention_bias(q_pos: torch.Tensor, keys: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
@@ -65,21 +64,17 @@ class RMSNorm(nn.Module):
 class _Step:
     """What every layer of one forward needs, computed once per step."""
 
-    slots: torch.Tensor  # (N,)
-    positions: torch.Tensor  # (N,)
+    write_index: torch.Tensor  # (N,) each token's flat index into a layer's n_blocks * BLOCK_SIZE positions
     cos: torch.Tensor  # (N, 1, head_dim)
     sin: torch.Tensor  # (N, 1, head_dim)
     num_decode: int
     tiling: RowTiling  # how the step's rows are cut for projections (models/invariant_ops.py)
-    # Decode attention runs over R cache rows: either the B decode slots gathered (R = B), or, cheaper when
-    # the slots are dense, the slice of slots lo..hi viewed in place (R = hi - lo + 1, rows of slots that
-    # are not decoding attend to their position 0 and are dropped).
-    decode_slots: torch.Tensor | slice  # (B,) slots to gather, or slice(lo, hi + 1) to view
-    decode_rows: torch.Tensor | None  # (B,) each decode token's row among the R, None when row i = token i
-    decode_len: int  # keys per row: longest decode position + 1, rounded up to whole DECODE_KEY_BLOCKs
-    decode_bias: torch.Tensor | None  # (R * KV, group, decode_len) float: 0 = attend, -inf = hidden
-    prefills: list[tuple[int, int, int, int]]  # (offset, slot, start, length)
-    prefill_biases: list[torch.Tensor]  # (1, length * group, start + length) float: 0 = attend, -inf = hidden
+    decode_blocks: torch.Tensor | None  # (B * nb,) the decode rows' first nb blocks, row-major (null-padded)
+    decode_len: int  # keys per decode row: nb * BLOCK_SIZE, the longest decode position + 1 in whole key blocks
+    decode_bias: torch.Tensor | None  # (KV * B, group, decode_len) float, kv-major: 0 = attend, -inf = hidden
+    prefills: list[tuple[int, int, int, int]]  # (offset, row, start, length)
+    prefill_blocks: list[torch.Tensor]  # per chunk, (S / BLOCK_SIZE,) its row's first blocks (null-padded)
+    prefill_biases: list[torch.Tensor]  # (1, length * group, S) float: 0 = attend, -inf = hidden
 
 
 class Attention(nn.Module):
@@ -97,26 +92,28 @@ class Attention(nn.Module):
         q, k, v = project(self.qkv_proj, x, step.tiling).split(self.split, dim=-1)
         q = RotaryEmbedding.apply(q.view(n, h, hd), step.cos, step.sin)  # (N, H, hd)
         k = RotaryEmbedding.apply(k.view(n, kvh, hd), step.cos, step.sin)  # (N, KV, hd)
-        k_cache, v_cache = cache.k[self.layer], cache.v[self.layer]  # (slots, KV, max_len, hd) views
-        # advanced indices on dims 0 and 2 put the token dim first: the target is (N, KV, hd)
-        k_cache[step.slots, :, step.positions] = k
-        v_cache[step.slots, :, step.positions] = v.view(n, kvh, hd)
+        k_pool, v_pool = cache.k[self.layer], cache.v[self.layer]  # (KV, n_blocks, BLOCK_SIZE, hd) views
+        # every token's k/v at its own position: (KV, n_blocks * BLOCK_SIZE, hd) <- (KV, N, hd)
+        k_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, k.transpose(0, 1))
+        v_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, v.view(n, kvh, hd).transpose(0, 1))
 
         out = torch.empty(n, h, hd, dtype=x.dtype, device=x.device)
         b = step.num_decode
         if b:
-            out[:b] = self._decode_attention(q[:b], k_cache, v_cache, step)
-        for (offset, slot, _start, length), bias in zip(step.prefills, step.prefill_biases, strict=True):
-            out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_cache[slot],
-                                                                  v_cache[slot], bias)
+            out[:b] = self._decode_attention(q[:b], k_pool, v_pool, step)
+        for (offset, _row, _start, length), blocks, bias in zip(step.prefills, step.prefill_blocks,
+                                                                step.prefill_biases, strict=True):
+            out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_pool, v_pool,
+                                                                  blocks, bias)
         return project(self.o_proj, out.view(n, h * hd), step.tiling)
 
-    def _prefill_attention(self, q: torch.Tensor, k_slot: torch.Tensor, v_slot: torch.Tensor,
-                           bias: torch.Tensor) -> torch.Tensor:
-        """Attention of one prefill chunk's T queries q (T, H, hd) over the first S keys of their slot
-        (k_slot, v_slot: (KV, max_len, hd)); bias (1, T * group, S): 0 = attend, -inf = hidden.
+    def _prefill_attention(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                           blocks: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of one prefill chunk's T queries q (T, H, hd) over the first S keys of its row, held in
+        `blocks` (S / BLOCK_SIZE,) of the pool (k_pool, v_pool: (KV, n_blocks, BLOCK_SIZE, hd)); bias
+        (1, T * group, S): 0 = attend, -inf = hidden.
 
-        Per kv head, its query heads' rows stacked (t-major) against the slot's keys: a query row's result
+        Per kv head, its query heads' rows stacked (t-major) against the row's keys: a query row's result
         does not depend on how its prompt was cut into chunks (models/invariant_ops.py), which torch's
         fused attention does not promise (measured: bfloat16 logits moved by up to 0.3 between a prompt
         prefilled whole and in three chunks).
@@ -124,38 +121,32 @@ class Attention(nn.Module):
         t, h, hd = q.shape
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
+        k = k_pool.index_select(1, blocks).view(kvh, keys, hd)  # the row's keys in position order
+        v = v_pool.index_select(1, blocks).view(kvh, keys, hd)
         rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
-        o = attend(rows, k_slot[:, :keys], v_slot[:, :keys], bias, hd ** -0.5, PREFILL_KEY_BLOCK,
-                   PREFILL_QUERY_TILE)  # (KV, T * group, hd)
+        o = attend(rows, k, v, bias, hd ** -0.5, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE)  # (KV, T * group, hd)
         return o.reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
 
-    def _decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    def _decode_attention(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
                           step: _Step) -> torch.Tensor:
-        """Attention of the B decode queries q (B, H, hd) over their slots; returns (B, H, hd).
+        """Attention of the B decode queries q (B, H, hd) over their rows' blocks; returns (B, H, hd).
 
         One query per sequence, so each kv head's group of query heads plays the query-length dim: per
-        (row, kv head), q (group, hd) against k, v (decode_len, hd), and no copy of k/v per query head.
-        Batched matmuls rather than scaled_dot_product_attention: faster on CPU for these shapes (a few
-        query rows against a few hundred keys), they take the in-place views of the cache, and their
-        reductions are at fixed shapes (models/invariant_ops.py).
+        (kv head, row), q (group, hd) against k, v (decode_len, hd), and no copy of k/v per query head.
+        The rows' blocks are gathered once per layer, in table order, into (KV * B, decode_len, hd): which
+        blocks of the pool a row holds never changes its keys' order or values. Batched matmuls rather than
+        scaled_dot_product_attention: faster on CPU for these shapes, and their reductions are at fixed
+        shapes (models/invariant_ops.py).
         """
-        kvh, group, hd, length = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, step.decode_len
-        bias = step.decode_bias
-        if bias is None:  # set by _prepare whenever the step decodes
+        b, kvh, group, hd, length = q.shape[0], self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, \
+            step.decode_len
+        if step.decode_bias is None or step.decode_blocks is None:  # set by _prepare whenever the step decodes
             raise RuntimeError("decode attention for a step without decode tokens")
-        if step.decode_rows is None:
-            rows_q = q
-        else:
-            rows_q = q.new_zeros(bias.shape[0] // kvh, self.n_heads, hd)
-            rows_q[step.decode_rows] = q
-        r = rows_q.shape[0]
-        # (R, KV, len, hd) -> (R * KV, len, hd): a view of the cache when decode_slots is a slice, since a
-        # slot's stride is KV times a head's
-        k = k_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
-        v = v_cache[step.decode_slots, :, :length].reshape(r * kvh, length, hd)
-        o = attend(rows_q.view(r * kvh, group, hd), k, v, bias, hd ** -0.5, DECODE_KEY_BLOCK)
-        o = o.view(r, self.n_heads, hd)
-        return o if step.decode_rows is None else o[step.decode_rows]
+        k = k_pool.index_select(1, step.decode_blocks).view(kvh * b, length, hd)  # (KV * B, len, hd)
+        v = v_pool.index_select(1, step.decode_blocks).view(kvh * b, length, hd)
+        rows_q = q.view(b, kvh, group, hd).transpose(0, 1).reshape(kvh * b, group, hd)
+        o = attend(rows_q, k, v, step.decode_bias, hd ** -0.5, DECODE_KEY_BLOCK)  # (KV * B, group, hd)
+        return o.view(kvh, b, group, hd).transpose(0, 1).reshape(b, self.n_heads, hd)
 
 
 class MLP(nn.Module):
@@ -215,7 +206,8 @@ class LlamaNetwork(nn.Module):
         return self.norm.weight.dtype
 
     def new_cache(self, n_slots: int, max_len: int) -> KVCache:
-        """An empty KV cache for this network, on its device and in its dtype."""
+        """An empty KV cache of n_slots fixed slots of max_len positions, on this network's device and in its
+        dtype (for plans that name slots; the engine keeps a pool and hands in block tables)."""
         c = self.cfg
         return KVCache.allocate(c.num_layers, n_slots, c.num_kv_heads, max_len, c.head_dim, self.dtype, self.device)
 
@@ -251,37 +243,42 @@ class LlamaNetwork(nn.Module):
             raise ValueError(f"plan: decode tokens and prefill chunks cover {covered} tokens, not {n}")
         if self._rope is None or self._rope.device != dev or self._rope.dtype != self.dtype:
             self._rope = RotaryEmbedding(self.cfg, dev, self.dtype)
+        tables = plan.tables(cache).to(dev)
         positions, slots = plan.positions.to(dev), plan.slots.to(dev)
+        write_index = BatchPlan(plan.token_ids, positions, slots, plan.num_decode, plan.prefills, plan.logits_rows,
+                                tables).cache_index(cache)
         cos, sin = self._rope.cos_sin(positions)
         window = self.cfg.sliding_window
-        group = self.cfg.num_heads // self.cfg.num_kv_heads
+        kvh, group = self.cfg.num_kv_heads, self.cfg.num_heads // self.cfg.num_kv_heads
 
         b = plan.num_decode
-        decode_slots: torch.Tensor | slice = slots[:b]
-        decode_rows, decode_len, decode_bias = None, 0, None
+        decode_blocks, decode_len, decode_bias = None, 0, None
         if b:
             pos = positions[:b]
             decode_len = key_span(int(pos.max()) + 1, DECODE_KEY_BLOCK)
-            lo, hi = int(plan.slots[:b].min()), int(plan.slots[:b].max())
-            if hi - lo + 1 <= DENSE_SLOTS_FACTOR * b:
-                # view slots lo..hi in place: gathering B slots' keys costs more than reading a few idle ones
-                decode_slots = slice(lo, hi + 1)
-                if not torch.equal(plan.slots[:b], torch.arange(lo, lo + b)):
-                    decode_rows = slots[:b] - lo
-                    row_pos = torch.zeros(hi - lo + 1, dtype=torch.long, device=dev)  # idle rows: key 0 only
-                    row_pos[decode_rows] = pos
-                    pos = row_pos
-            bias = attention_bias(pos, decode_len, window, self.dtype)  # (R, decode_len)
-            # every query head of a row shares the row's mask: (R, H, len) -> (R * KV, group, len), heads kv-major
-            decode_bias = bias[:, None, :].expand(-1, self.cfg.num_heads, -1).reshape(-1, group, decode_len)
+            decode_blocks = _first_blocks(tables[slots[:b]], decode_len // BLOCK_SIZE).reshape(-1)
+            bias = attention_bias(pos, decode_len, window, self.dtype)  # (B, decode_len)
+            # every query head of a row shares the row's mask: (KV, B, group, len) -> (KV * B, group, len)
+            decode_bias = bias[None, :, None, :].expand(kvh, -1, group, -1).reshape(-1, group, decode_len)
 
+        blocks: list[torch.Tensor] = []
         biases: list[torch.Tensor] = []
-        for _offset, _slot, start, length in plan.prefills:
+        for _offset, row, start, length in plan.prefills:
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
+            keys = key_span(start + length, PREFILL_KEY_BLOCK)
+            blocks.append(_first_blocks(tables[row:row + 1], keys // BLOCK_SIZE)[0])
             q_pos = torch.arange(start, start + length, device=dev)
-            bias = attention_bias(q_pos, key_span(start + length, PREFILL_KEY_BLOCK), window, self.dtype)  # (T, S)
+            bias = attention_bias(q_pos, keys, window, self.dtype)  # (T, S)
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         tiling = RowTiling.for_step(n, b, self.dtype)
-        return _Step(slots, positions, cos, sin, b, tiling, decode_slots, decode_rows, decode_len, decode_bias,
-                     list(plan.prefills), biases)
+        return _Step(write_index, cos, sin, b, tiling, decode_blocks, decode_len, decode_bias, list(plan.prefills),
+                     blocks, biases)
+
+
+def _first_blocks(tables: torch.Tensor, width: int) -> torch.Tensor:
+    """(rows, width): the tables' first `width` blocks, padded with the null block where a table is narrower
+    (positions there are hidden by the mask; the null block keeps their keys finite)."""
+    if tables.shape[1] >= width:
+        return tables[:, :width]
+    return F.pad(tables, (0, width - tables.shape[1]), value=NULL_BLOCK)

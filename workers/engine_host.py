@@ -88,7 +88,7 @@ class EngineHost:
         return engine
 
 
-def engine_factory(batch_size: int, device: str | None, max_len: int = 2048,
+def engine_factory(batch_size: int, device: str | None, max_len: int | None = None,
                    kv_budget_mb: int | None = None, dtype: str = "auto") -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 

@@ -3,10 +3,12 @@
 Workload lines (see the shared bench kit's workload.py):
   {"id": "r0", "messages": [...], "max_new_tokens": 57, "ignore_eos": true, "params": {"do_sample": false}}
 The result has the keys the peers' runner prints (system, requests, useful_new_tokens, seconds,
-useful_tok_per_s) plus peak_rss_mb and cpu_seconds. Only generation is timed (tokenizing and submitting included), not
-loading the model; one tiny request runs first, untimed, so one-time start-up costs are not counted.
+useful_tok_per_s) plus peak_rss_mb, cpu_seconds and `refused`: the requests the engine refused at submit (one that
+cannot fit the model's context, say), each with its id and reason; the others run. Only generation is timed
+(tokenizing and submitting included), not loading the model; one tiny request runs first, untimed, so one-time
+start-up costs are not counted. Every option has a default that takes any workload of requests that fit the model.
 
-  python -m models.engine.bench --workload FILE [--model PATH] [--max-batch 64] [--max-len 512] ...
+  python -m models.engine.bench --workload FILE [--model PATH] [--max-batch 64] [--max-len N] ...
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from models.engine.types import GenerationRequest
+from models.engine.types import EngineError, GenerationRequest
 from models.params import GenerationParams
 
 
@@ -50,19 +52,31 @@ def peak_rss_mb() -> float:
 
 
 def run_workload(engine: Any, requests: Iterable[dict[str, Any]], system: str = "genq") -> dict[str, Any]:
-    """Submit every request at once to a started engine, wait for all; the figures as one dict."""
+    """Submit every request at once to a started engine, wait for all; the figures as one dict. A request the
+    engine refuses (at submit, or failed alone) is listed in `refused` and the others run."""
     reqs = [to_request(line) for line in requests]
     engine.submit(GenerationRequest("warmup", GenerationParams(max_new_tokens=2), prompt="Hello")).wait()
     start, cpu_start = time.perf_counter(), time.process_time()
-    handles = [engine.submit(r) for r in reqs]
-    useful = sum(h.wait().completion_tokens for h in handles)
+    refused: list[dict[str, str]] = []
+    handles = []
+    for r in reqs:
+        try:
+            handles.append(engine.submit(r))
+        except EngineError as e:
+            refused.append({"id": r.request_id, "code": e.code, "error": str(e)})
+    useful = 0
+    for h in handles:
+        try:
+            useful += h.wait().completion_tokens
+        except EngineError as e:
+            refused.append({"id": h.request_id, "code": e.code, "error": str(e)})
     seconds = time.perf_counter() - start
     # CPU seconds of this process over the same span: on a machine shared with other work, wall time
     # stretches while CPU time does not, so this tells a slow machine from a slow engine
     cpu = time.process_time() - cpu_start
     return {"system": system, "requests": len(reqs), "useful_new_tokens": useful, "seconds": round(seconds, 2),
             "useful_tok_per_s": round(useful / seconds, 1), "peak_rss_mb": peak_rss_mb(),
-            "cpu_seconds": round(cpu, 2)}
+            "cpu_seconds": round(cpu, 2), "refused": refused}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", required=True, help="JSONL file, one request a line")
     ap.add_argument("--model", default=None, help="a .gguf file or Hugging Face directory (default: the builtin)")
     ap.add_argument("--max-batch", type=int, default=64)
-    ap.add_argument("--max-len", type=int, default=512)
+    ap.add_argument("--max-len", type=int, default=None, help="default: the model's context length")
     ap.add_argument("--prefill-chunk", type=int, default=512)
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
@@ -99,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_workload(engine, read_workload(a.workload))
         result["dtype"] = engine.engine_config.dtype
         result["quantization"] = a.quantization
+        for r in result["refused"]:
+            print(f"refused {r['id']}: {r['code']}: {r['error']}", file=sys.stderr)
         if a.stats:
             print(json.dumps(engine.stats()), file=sys.stderr)
     finally:

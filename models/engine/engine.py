@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from models.batch import KVCache
+from models.batch import BLOCK_SIZE, KVCache, blocks_for
 from models.dtypes import CHOICES as DTYPE_CHOICES, DTYPES, resolve_dtype
 from models.echo import clip
 from models.engine.admission import check_request, encode_request
+from models.engine.block_manager import BlockManager
 from models.engine.memory import default_kv_budget, release_freed_heap
 from models.engine.model_runner import ModelRunner
 from models.engine.sampling import Sampler, TokenLogprob
 from models.engine.scheduler import ScheduledStep, Scheduler
 from models.engine.sequence import Detokenizer, SeqStatus, Sequence
-from models.engine.slots import SlotManager
 from models.engine.types import (
     EngineError,
     EngineEvent,
@@ -46,18 +46,20 @@ class EngineConfigError(ValueError):
 class EngineConfig:
     """How the engine uses its machine.
 
-    max_batch: most sequences decoding together. kv_budget_bytes: memory for the KV cache; the number
-    of slots is min(max_batch, kv_budget_bytes // bytes of one slot of max_len positions). None: half the
-    memory available on the device once the weights are loaded (models/engine/memory.py).
-    max_len: most positions (prompt + generated) of one sequence, capped by the model's context.
+    max_batch: most sequences running together. kv_budget_bytes: memory for the KV cache's pool of blocks
+    (BLOCK_SIZE positions each); the pool holds min(kv_budget_bytes // one block, what max_batch sequences of
+    max_len can use) blocks, and at least one sequence of max_len. None: half the memory available on the
+    device once the weights are loaded (models/engine/memory.py).
+    max_len: most positions (prompt + generated) of one sequence; None (the default): the model's context.
     prefill_chunk: most prompt tokens computed in one step (decode tokens come on top).
-    prefix_cache_min: shortest shared prompt prefix reused from another slot (0: no prefix cache).
+    prefix_cache_min: 0 turns the prefix cache off; any other value keeps it on (whole blocks of BLOCK_SIZE
+    tokens are reused).
     dtype: float32 | bfloat16 | float16, or auto (models/dtypes.py), resolved when the config is made.
     """
 
     max_batch: int = 64
     kv_budget_bytes: int | None = None
-    max_len: int = 2048
+    max_len: int | None = None
     prefill_chunk: int = 512
     device: str = "cpu"
     dtype: str = "float32"
@@ -66,7 +68,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for name in ("max_batch", "kv_budget_bytes", "max_len", "prefill_chunk"):
             value = getattr(self, name)
-            if name == "kv_budget_bytes" and value is None:
+            if name in ("kv_budget_bytes", "max_len") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EngineConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -139,22 +141,27 @@ class Engine:
         self.config = config
         self.tokenizer = tokenizer
         self.chat_template = chat_template
-        self.max_len = min(int(config.max_position_embeddings), ec.max_len)
+        own = int(config.max_position_embeddings)
+        self.max_len = own if ec.max_len is None else min(own, ec.max_len)
         # what a request must stay within (checked at submit): the network's vocabulary, this engine's max_len
         self.limits = ModelLimits(vocab_size=int(config.vocab_size), context_length=self.max_len)
-        per_slot = KVCache.bytes_per_slot(config.num_layers, config.num_kv_heads, self.max_len, config.head_dim,
-                                          ec.torch_dtype)
+        per_block = KVCache.bytes_per_block(config.num_layers, config.num_kv_heads, config.head_dim, ec.torch_dtype)
         budget = ec.kv_budget_bytes if ec.kv_budget_bytes is not None else default_kv_budget(ec.device)
-        self.n_slots = min(ec.max_batch, budget // per_slot)
-        if self.n_slots < 1:
-            raise EngineConfigError(f"kv_budget_bytes {budget} is less than one slot of {self.max_len} "
-                                    f"positions ({per_slot} bytes): lower max_len")
-        log.info("KV cache: %d slots of %d positions, %s, %.0f MiB at most (budget %.0f MiB%s)%s", self.n_slots,
-                 self.max_len, ec.dtype, self.n_slots * per_slot / 2**20, budget / 2**20,
+        # block 0 is the null block; a pool holds at least one sequence of max_len, and no more blocks than a
+        # full batch of them could use
+        least, most = 1 + blocks_for(self.max_len), 1 + ec.max_batch * blocks_for(self.max_len)
+        self.n_blocks = min(most, budget // per_block)
+        if self.n_blocks < least:
+            raise EngineConfigError(f"kv_budget_bytes {budget} is less than one sequence of {self.max_len} "
+                                    f"positions ({least * per_block} bytes): lower max_len")
+        log.info("KV cache: a pool of %d blocks of %d positions (%d positions), %s, %.0f MiB at most (budget "
+                 "%.0f MiB%s)%s; max_len %d, prefix cache %s", self.n_blocks - 1, BLOCK_SIZE,
+                 (self.n_blocks - 1) * BLOCK_SIZE, ec.dtype, self.n_blocks * per_block / 2**20, budget / 2**20,
                  "" if ec.kv_budget_bytes is not None else ", half the memory available",
-                 ", committed as positions are written" if torch.device(ec.device).type == "cpu" else "")
+                 ", committed as blocks are first written" if torch.device(ec.device).type == "cpu" else "",
+                 self.max_len, "on" if ec.prefix_cache_min else "off")
         self.eos_token_ids = tuple(tokenizer.eos_token_ids)
-        self.runner = ModelRunner(network, config, self.n_slots, self.max_len, ec.device, ec.torch_dtype)
+        self.runner = ModelRunner(network, config, self.n_blocks, self.max_len, ec.device, ec.torch_dtype)
         self.sampler = Sampler(self.eos_token_ids)
         self.scheduler = self._new_scheduler()
         self._cond = threading.Condition()
@@ -170,7 +177,8 @@ class Engine:
 
     def _new_scheduler(self) -> Scheduler:
         ec = self.engine_config
-        return Scheduler(SlotManager(self.n_slots, ec.prefix_cache_min), ec.max_batch, ec.prefill_chunk)
+        return Scheduler(BlockManager(self.n_blocks, prefix_cache=ec.prefix_cache_min > 0), ec.max_batch,
+                         ec.prefill_chunk)
 
     # ---- the submitter's side (any thread) ----
 
@@ -232,11 +240,13 @@ class Engine:
             self._fail_everything(EngineStopped("the engine was stopped"))
 
     def stats(self) -> dict[str, Any]:
-        return {"dtype": self.engine_config.dtype, "n_slots": self.n_slots, "max_len": self.max_len,
-                "steps": self.steps, "step_tokens": self.step_tokens,
+        blocks = self.scheduler.blocks
+        return {"dtype": self.engine_config.dtype, "n_blocks": self.n_blocks, "block_size": BLOCK_SIZE,
+                "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
                 "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
-                "prefix_reused_tokens": self.scheduler.slots.reused_tokens}
+                "blocks_used": blocks.pool.num_used, "preemptions": self.scheduler.num_preemptions,
+                "prefix_reused_tokens": blocks.reused_tokens}
 
     # ---- the engine thread ----
 
@@ -310,12 +320,8 @@ class Engine:
         self.timings["collect"] += time.perf_counter() - t3
 
     def _in_step(self, step: ScheduledStep) -> list[Sequence]:
-        """The sequences whose slots a step writes: its decodes and prefills, and any moved there by a copy."""
+        """The sequences whose blocks a step writes: its decodes and prefills."""
         seqs = {id(s): s for s in [*step.decodes, *(c.seq for c in step.prefills)]}
-        copied_to = {dst for _, dst, _ in step.copies}
-        for seq in self.scheduler.running:
-            if seq.slot in copied_to:
-                seqs.setdefault(id(seq), seq)
         return [s for s in seqs.values() if s.status is not SeqStatus.FINISHED]
 
     def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> list[tuple[int, TokenLogprob | None] | None]:

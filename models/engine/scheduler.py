@@ -2,23 +2,27 @@
 
 Each step: every decoding sequence gets one token; then prompt chunks fill a budget of `prefill_chunk`
 prompt tokens: first the sequences already prefilling (oldest first), then waiting ones, admitted in
-arrival order while a slot is free. A long prompt is thus spread over several steps, interleaved with
-the others' decoding, instead of stalling them. A waiting request that finds no free slot waits; later
-arrivals do not overtake it.
+arrival order while the batch has room and the pool has blocks for the prompt. A long prompt is thus spread
+over several steps, interleaved with the others' decoding, instead of stalling them. A waiting request that
+does not fit waits; later arrivals do not overtake it.
 
-Slot compaction: the network attends all decode tokens in one call over their slots' keys; when the
-decode slots are 0..d-1 in order it takes a view of the cache, otherwise it must gather (copy) every
-decoding sequence's keys and values, in every layer, at every step (measured: about a third of the
-matrix-multiply time at 64 sequences). So each step moves decoding sequences that sit at slot >= d into
-the free slots below d (one copy of their computed prefix, once), and lays decode tokens out in slot order.
+Blocks (models/engine/block_manager.py): a sequence takes its prompt's blocks when admitted and one more
+block each time it decodes past its last. When a decoding sequence needs a block and the pool has none, the
+most recently admitted sequence is preempted: its blocks go back to the pool (whole computed blocks stay
+cached), and it returns to the front of the queue with its tokens so far. When it is admitted again it
+recomputes them exactly as they were first computed: its prompt by prefill (or from the cache), its
+generated tokens one decode step each without sampling, so its answer is the one it would have had. The
+oldest sequence is never preempted for a newer one, and a pool holds at least one sequence of max_len, so
+every admitted request finishes.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
+from models.engine.block_manager import BlockManager
 from models.engine.sequence import SeqStatus, Sequence
-from models.engine.slots import SlotManager
+from models.kv_blocks import BLOCK_SIZE
 
 
 @dataclass
@@ -31,19 +35,21 @@ class PrefillChunk:
     def completes_prompt(self) -> bool:
         return self.start + self.length == len(self.seq.prompt_ids)
 
+    @property
+    def samples(self) -> bool:
+        """The chunk ends its prompt, and no token follows it yet (not a recompute after a preemption)."""
+        return self.completes_prompt and not self.seq.output_ids
+
 
 @dataclass
 class ScheduledStep:
     decodes: list[Sequence] = field(default_factory=list)
     prefills: list[PrefillChunk] = field(default_factory=list)
-    # (src_slot, dst_slot, length): prefix copies to make, in order, before the forward
-    copies: list[tuple[int, int, int]] = field(default_factory=list)
-    admitted: list[Sequence] = field(default_factory=list)
-
-    @property
-    def sampled(self) -> list[Sequence]:
-        """The sequences that get a new token from this step, in the order of the network's logits rows."""
-        return self.decodes + [c.seq for c in self.prefills if c.completes_prompt]
+    admitted: list[Sequence] = field(default_factory=list)  # joined the batch for the first time
+    preempted: list[Sequence] = field(default_factory=list)
+    # the sequences that get a new token from this step, in the order of the network's logits rows (fixed
+    # when the step is planned: advance() moves the sequences on)
+    sampled: list[Sequence] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -54,14 +60,15 @@ class ScheduledStep:
 
 
 class Scheduler:
-    def __init__(self, slots: SlotManager, max_batch: int, prefill_chunk: int):
+    def __init__(self, blocks: BlockManager, max_batch: int, prefill_chunk: int):
         if max_batch < 1 or prefill_chunk < 1:
             raise ValueError("max_batch and prefill_chunk must be at least 1")
-        self.slots = slots
+        self.blocks = blocks
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
+        self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         """Queue `seq` behind every waiting sequence of its priority or higher (arrival order within one)."""
@@ -80,84 +87,83 @@ class Scheduler:
 
     def schedule(self) -> ScheduledStep:
         step = ScheduledStep()
+        completing: set[int] = set()  # blocks this step's chunks fill
+        for seq in list(self.running):
+            if seq.status is SeqStatus.RUNNING and not seq.is_prefilling \
+                    and self.blocks.prefix_ready(seq, completing) and self._grow(step, seq):
+                step.decodes.append(seq)
         budget = self.prefill_chunk
         for seq in self.running:
-            if not seq.is_prefilling:
-                step.decodes.append(seq)
-        for seq in self.running:
-            if budget and seq.is_prefilling:
-                budget -= self._chunk(step, seq, budget)
-        while budget and self.waiting and len(self.running) < self.max_batch and self.slots.num_free:
-            seq = self.waiting.popleft()
+            if budget and seq.is_prefilling and self.blocks.prefix_ready(seq, completing):
+                budget -= self._chunk(step, seq, budget, completing)
+        # no admission in a step that had to preempt: the blocks just freed are the decoders' to grow into
+        while budget and not step.preempted and self.waiting and len(self.running) < self.max_batch:
+            seq = self.waiting[0]
+            if not self.blocks.allocate(seq):
+                break
+            self.waiting.popleft()
             self._admit(step, seq)
-            budget -= self._chunk(step, seq, budget)
-        self._compact(step)
-        step.decodes.sort(key=lambda s: s.held_slot)
+            if seq.is_prefilling and self.blocks.prefix_ready(seq, completing):
+                budget -= self._chunk(step, seq, budget, completing)
+        step.sampled = [s for s in step.decodes if s.samples_at_decode] + [c.seq for c in step.prefills if c.samples]
         return step
 
-    def _compact(self, step: ScheduledStep) -> None:
-        """Move decoding sequences into slots 0..d-1 (d of them), by prefix copies made before the forward."""
-        d = len(step.decodes)
-        high = sorted((s for s in step.decodes if s.held_slot >= d), key=lambda s: s.held_slot, reverse=True)
-        if not high:
-            return
-        by_slot = {s.slot: s for s in self.running}
-        free = set(self.slots.free_slots())
-        free_high = sorted(f for f in free if f >= d)
-        for slot in range(d):
-            if not high:
-                break
-            occupant = by_slot.get(slot)
-            if occupant is not None and occupant.is_prefilling:
-                # a prompt still being prefilled sits here: move it up, out of the decode range
-                if not free_high:
-                    continue
-                self._move(step, occupant, free_high.pop())
-                by_slot.pop(slot)
-                occupant = None
-            elif occupant is None and slot not in free:
-                continue
-            if occupant is None:
-                self._move(step, high.pop(0), slot)
+    def _grow(self, step: ScheduledStep, seq: Sequence) -> bool:
+        """A block for seq's next position, preempting the newest sequences until there is one; False if seq
+        itself had to go."""
+        while not self.blocks.ensure_block(seq):
+            victim = self.running[-1]
+            self._preempt(step, victim)
+            if victim is seq:
+                return False
+        return True
 
-    def _move(self, step: ScheduledStep, seq: Sequence, dst: int) -> None:
-        self.slots.take(dst)
-        if seq.num_computed:
-            step.copies.append((seq.held_slot, dst, seq.num_computed))
-        self.slots.release(seq.held_slot, seq.token_ids(seq.num_computed))  # it still holds those tokens
-        seq.slot = dst
+    def _preempt(self, step: ScheduledStep, seq: Sequence) -> None:
+        self._release(seq)
+        seq.num_computed = 0
+        seq.status = SeqStatus.WAITING
+        seq.preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        step.preempted.append(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        orphans = set(self.blocks.free(seq))
+        if orphans:
+            for other in self.running:
+                self.blocks.adopt(other, orphans)
 
     def _admit(self, step: ScheduledStep, seq: Sequence) -> None:
-        lenders = [(s.held_slot, s.token_ids(s.num_computed)) for s in self.running if s.num_computed]
-        grant = self.slots.acquire(seq.prompt_ids, lenders)
-        if grant.copy is not None:
-            step.copies.append((grant.copy[0], grant.slot, grant.copy[1]))
-        seq.slot = grant.slot
-        seq.num_computed = grant.reused
-        seq.reused_tokens = grant.reused
         seq.status = SeqStatus.RUNNING
         self.running.append(seq)
-        step.admitted.append(seq)
+        if not seq.started:
+            seq.started = True
+            seq.reused_tokens = seq.num_computed
+            step.admitted.append(seq)
 
     @staticmethod
-    def _chunk(step: ScheduledStep, seq: Sequence, budget: int) -> int:
-        length = min(budget, len(seq.prompt_ids) - seq.num_computed)
-        step.prefills.append(PrefillChunk(seq, seq.num_computed, length))
+    def _chunk(step: ScheduledStep, seq: Sequence, budget: int, completing: set[int]) -> int:
+        start = seq.num_computed
+        length = min(budget, len(seq.prompt_ids) - start)
+        step.prefills.append(PrefillChunk(seq, start, length))
+        completing.update(seq.blocks[start // BLOCK_SIZE:(start + length) // BLOCK_SIZE])
         return length
 
     def advance(self, step: ScheduledStep) -> None:
         """After the forward: the step's tokens are now in the cache."""
         for seq in step.decodes:
             seq.num_computed += 1
+            self.blocks.computed(seq, seq.num_computed - 1, seq.num_computed)
         for chunk in step.prefills:
             chunk.seq.num_computed += chunk.length
+            self.blocks.computed(chunk.seq, chunk.start, chunk.start + chunk.length)
 
     def finish(self, seq: Sequence, keep_cache: bool = True) -> None:
-        """Take a sequence out (finished, canceled or failed); its slot's computed tokens stay reusable
-        unless keep_cache is False."""
+        """Take a sequence out (finished, canceled or failed). Its whole computed blocks stay cached for reuse;
+        blocks of a failed step are not marked computed, so they never are (keep_cache is kept for callers)."""
         if seq.status is SeqStatus.RUNNING:
-            self.running.remove(seq)
-            self.slots.release(seq.held_slot, seq.token_ids(seq.num_computed) if keep_cache else ())
+            self._release(seq)
         elif seq.status is SeqStatus.WAITING:
             try:
                 self.waiting.remove(seq)

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from models.batch import BatchPlan
+from models.batch import BatchPlan, KVCache
 from models.llama import LlamaNetwork
 
 pytestmark = pytest.mark.slow
@@ -81,3 +81,36 @@ def test_a_step_mixing_decode_and_prefill_gives_each_sequence_its_logits_alone(n
         _prefill(net, plans, alone_cache, 0, prompts[slot])
         alone = net(plans.decode([next_tokens[slot]], [LENGTHS[slot]], [0]), alone_cache)[0]
         assert torch.equal(alone, together[slot]), slot
+
+
+def _paged(plan: BatchPlan, tables: torch.Tensor) -> BatchPlan:
+    """The same step with its rows' blocks named by `tables` (rows = the plan's slots)."""
+    return BatchPlan(plan.token_ids, plan.positions, plan.slots, plan.num_decode, plan.prefills, plan.logits_rows,
+                     tables)
+
+
+def test_a_sequence_s_logits_do_not_depend_on_which_blocks_of_the_pool_hold_it(net, plans, prompts):
+    """The engine's pool hands out blocks in any order, and a block once held by one sequence serves another:
+    a prompt prefilled in chunks and decoded in scattered, reversed blocks of a pool whose other blocks hold
+    other sequences' keys gets the logits it gets in a run of blocks of its own."""
+    ids = prompts[6]  # 130 tokens: 3 blocks, then decoding into a fourth
+    alone_cache = net.new_cache(1, MAX_LEN)
+    alone = [_prefill(net, plans, alone_cache, 0, ids, [64, 66])]
+    pool = KVCache.pool(net.cfg.num_layers, 40, net.cfg.num_kv_heads, net.cfg.head_dim, MAX_LEN, net.dtype)
+    pool.k.normal_()  # every block holds someone's keys (finite garbage); the null block is never read unmasked
+    pool.v.normal_()
+    scattered = torch.tensor([[37, 3, 21, 9]])  # its blocks, in position order
+    paged = []
+    start = 0
+    for n in (64, 66):
+        paged.append(net(_paged(plans.prefill(ids[start:start + n], 0, start=start), scattered), pool)[0])
+        start += n
+    for i, token in enumerate([1000, 2000, 3000]):
+        alone.append(net(plans.decode([token], [len(ids) + i], [0]), alone_cache)[0])
+        # beside a neighbour whose table names other blocks, the sequence in row 1
+        step = plans.decode([5, token], [LENGTHS[0] + i, len(ids) + i], [0, 1])
+        tables = torch.tensor([[11, 12, 13, 0], scattered[0].tolist()])
+        paged.append(net(_paged(step, tables), pool)[1])
+    assert torch.equal(paged[1], alone[0])
+    for got, want in zip(paged[2:], alone[1:], strict=True):
+        assert torch.equal(got, want)

@@ -91,9 +91,9 @@ BAD_BODIES: list[tuple[str, Any, str, str | None]] = [
     ("temperature huge", {**PROMPT, "params": {"temperature": 1e308}}, "invalid_param", "params.temperature"),
     ("seed past int64", {**PROMPT, "params": {"seed": 2**63}}, "invalid_param", "params.seed"),
     ("stop string too long", {**PROMPT, "params": {"stop": ["x" * 257]}}, "invalid_param", "params.stop"),
-    ("max_new_tokens past the context", {**PROMPT, "params": {"max_new_tokens": 2048}}, "context_length_exceeded",
+    ("max_new_tokens past the context", {**PROMPT, "params": {"max_new_tokens": 8192}}, "context_length_exceeded",
      "params.max_new_tokens"),
-    ("messages past the context", {"messages": [{"role": "user", "content": "hi " * 3000}]},
+    ("messages past the context", {"messages": [{"role": "user", "content": "hi " * 9000}]},
      "context_length_exceeded", "messages"),
     ("min above max", {**PROMPT, "params": {"min_new_tokens": 10, "max_new_tokens": 5}}, "invalid_param",
      "params.min_new_tokens"),
@@ -122,7 +122,7 @@ def test_a_prompt_plus_max_new_tokens_that_just_fits_the_context_is_accepted(
     client: FlaskClient, settings: Settings
 ) -> None:
     prompt = "Once upon a time, " * 40
-    room = 2048 - _prompt_tokens(settings, prompt)  # /v1/models: context_length 2048
+    room = 8192 - _prompt_tokens(settings, prompt)  # /v1/models: context_length 8192, the model's own
     ok = client.post("/v1/jobs", json={"prompt": prompt, "params": {"max_new_tokens": room}})
     assert ok.status_code == 202, ok.get_json()
     over = client.post("/v1/jobs", json={"prompt": prompt, "params": {"max_new_tokens": room + 1}})

@@ -18,7 +18,7 @@ def test_models_lists_the_default_model_with_its_context_length_and_defaults(set
     models = {m["name"]: m for m in response.get_json()["data"]}
     default = models["smollm2-135m-instruct"]
     assert default["default"] is True and default["source"] == "gguf"
-    assert default["context_length"] == 2048  # the engine's slot (GENQ_MAX_LEN), under the model's own 8192
+    assert default["context_length"] == 8192  # GENQ_MAX_LEN unset: the model's own context length
     assert default["vocab_size"] == 49152
     assert default["generation_defaults"]["max_new_tokens"] == 256
 

@@ -115,8 +115,8 @@ def test_the_advertised_context_length_is_exactly_what_the_worker_runs(service: 
 
     models = {m["name"]: m for m in requests.get(f"{service.url}/v1/models", timeout=10).json()["data"]}
     context = models[TINY_MODEL]["context_length"]
-    assert context == 2048  # GENQ_MAX_LEN's default, under the tiny model's own 4096
-    prompt = "Once upon a time there was a model. " * 220  # about 1,980 tokens: a short decode fills the rest
+    assert context == 4096  # GENQ_MAX_LEN unset: the tiny model's own context length
+    prompt = "Once upon a time there was a model. " * 450  # about 4,050 tokens: a short decode fills the rest
     room = context - len(prompt_ids(*load_tokenizer(tiny_gguf), prompt=prompt))
     over = service.post({"prompt": prompt, "params": {"max_new_tokens": room + 1}})
     assert over.status_code == 422 and over.json()["error"]["field"] == "params.max_new_tokens"

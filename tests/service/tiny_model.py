@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 TINY_MODEL = "tiny"
-LONG_TOKENS = 2000  # a job this long runs for several seconds (the engine's max_len is 2048)
+LONG_TOKENS = 2000  # a job this long runs for several seconds (the tiny model's context is 4096)
 
 
 def write_tiny_gguf(path: Path, *, hidden: int = 64, ffn: int = 128, layers: int = 16, heads: int = 4,

@@ -1,9 +1,9 @@
 """A toy network, tokenizer and chat template for engine tests that do not need a real model.
 
 The toy network is a one-layer attention model that honours the BatchPlan/KVCache contract exactly:
-it writes each token's key and value at (slot, position) and attends to its own slot's positions
-0..position only. A scheduler or runner mistake (wrong position, slot, chunk or prefix copy) changes
-its output, so "together == alone" tests are meaningful with it.
+it writes each token's key and value at its position in its row's blocks and attends to its own row's
+positions 0..position only. A scheduler or runner mistake (wrong position, block, chunk or shared prefix)
+changes its output, so "together == alone" tests are meaningful with it.
 """
 from __future__ import annotations
 
@@ -45,13 +45,16 @@ class ToyNetwork(torch.nn.Module):
             raise RuntimeError("toy network failure")
         x = self.emb[plan.token_ids] + self.pos[plan.positions]  # (N, d)
         q, k, v = x @ self.wq, x @ self.wk, x @ self.wv
-        cache.k[0, plan.slots, 0, plan.positions] = k.to(cache.k.dtype)
-        cache.v[0, plan.slots, 0, plan.positions] = v.to(cache.v.dtype)
+        k_pool, v_pool = cache.k[0, 0], cache.v[0, 0]  # (n_blocks, BLOCK_SIZE, d)
+        index = plan.cache_index(cache)
+        k_pool.view(-1, self.d)[index] = k.to(cache.k.dtype)
+        v_pool.view(-1, self.d)[index] = v.to(cache.v.dtype)
+        tables = plan.tables(cache)
         rows = []
         for i in plan.logits_rows.tolist():
-            slot, pos = int(plan.slots[i]), int(plan.positions[i])
-            keys = cache.k[0, slot, 0, :pos + 1]  # (pos+1, d): this slot's positions 0..pos only
-            vals = cache.v[0, slot, 0, :pos + 1]
+            row, pos = int(plan.slots[i]), int(plan.positions[i])
+            keys = k_pool[tables[row]].reshape(-1, self.d)[:pos + 1]  # (pos+1, d): this row's positions 0..pos
+            vals = v_pool[tables[row]].reshape(-1, self.d)[:pos + 1]
             att = torch.softmax(keys @ q[i] / math.sqrt(self.d), dim=0)
             rows.append(att @ vals + x[i])
         if not rows:  # a step of unfinished prompt chunks only: keys and values written, no logits

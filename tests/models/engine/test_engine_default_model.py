@@ -51,7 +51,7 @@ def test_greedy_chats_batched_together_equal_each_alone(make_engine):
     engine = make_engine(prefill_chunk=64)  # chunked prompts and a shared system-prompt prefix
     handles = [engine.submit(r) for r in reqs]
     assert [h.wait(120).token_ids for h in handles] == alone
-    assert engine.scheduler.slots.reused_tokens > 0
+    assert engine.scheduler.blocks.reused_tokens > 0
 
 
 def test_eos_ends_a_chat_reply_without_its_text(make_engine):

@@ -26,7 +26,7 @@ def _req(rid: str, prompt: str, **params) -> GenerationRequest:
 
 def _varied_requests(n: int, seed: int = 1) -> list[GenerationRequest]:
     rng = random.Random(seed)
-    shared = _prompt(rng, 40)  # some prompts share a prefix, so the prefix cache is exercised
+    shared = _prompt(rng, 140)  # some prompts share two whole blocks, so the prefix cache is exercised
     reqs = []
     for i in range(n):
         body = _prompt(rng, rng.randint(1, 90))
@@ -44,7 +44,7 @@ def test_greedy_requests_batched_together_give_the_same_tokens_as_alone(toy_engi
     handles = [together_engine.submit(r) for r in reqs]
     together = [h.wait(30).token_ids for h in handles]
     assert together == alone
-    assert together_engine.scheduler.slots.reused_tokens > 0
+    assert together_engine.scheduler.blocks.reused_tokens > 0
 
 
 def test_length_limit_gives_exactly_max_new_tokens(toy_engine_factory):
@@ -225,22 +225,24 @@ def test_engine_config_refuses_invalid_settings(bad):
         EngineConfig(**bad)
 
 
-def test_kv_budget_smaller_than_one_slot_is_refused(toy_engine_factory):
-    with pytest.raises(EngineConfigError):
-        toy_engine_factory(kv_budget_bytes=100)
+def test_kv_budget_smaller_than_one_sequence_of_max_len_is_refused(toy_engine_factory):
+    per_block = 2 * 1 * 1 * 64 * 16 * 4
+    with pytest.raises(EngineConfigError, match="max_len"):
+        toy_engine_factory(kv_budget_bytes=4 * per_block)  # max_len 256 needs 4 blocks and the null block
 
 
-def test_slots_are_limited_by_the_kv_budget(toy_engine_factory):
-    per_slot = 2 * 1 * 1 * 256 * 16 * 4
-    assert toy_engine_factory(kv_budget_bytes=3 * per_slot + 5).n_slots == 3
+def test_the_pool_is_sized_by_the_kv_budget(toy_engine_factory):
+    per_block = 2 * 1 * 1 * 64 * 16 * 4
+    assert toy_engine_factory(kv_budget_bytes=12 * per_block + 5).n_blocks == 12
 
 
 def test_without_a_budget_the_cache_is_sized_from_available_memory_and_logged(toy_engine_factory, caplog):
     with caplog.at_level(logging.INFO, logger="models.engine.engine"):
-        engine = toy_engine_factory(max_batch=64)  # 64 slots of 256 positions: 2 MiB, which any machine has
-    assert engine.n_slots == 64
+        engine = toy_engine_factory(max_batch=64)  # 64 sequences of 256 positions: 2 MiB, which any machine has
+    assert engine.n_blocks == 1 + 64 * 4  # no more than a full batch of max_len can use
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("KV cache:"))
-    assert "64 slots of 256 positions" in line and "MiB at most" in line and "half the memory available" in line
+    assert "a pool of 256 blocks of 64 positions" in line and "MiB at most" in line
+    assert "half the memory available" in line
 
 
 def test_without_a_budget_a_slot_larger_than_the_machine_is_refused_naming_max_len(toy_engine_factory):

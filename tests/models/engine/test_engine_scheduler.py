@@ -1,14 +1,14 @@
-"""The scheduler and slot manager on their own: admission, waiting, chunked prefill, prefix reuse. No torch."""
+"""The scheduler and block manager on their own: admission, waiting, chunked prefill, blocks, prefix reuse,
+preemption. No torch."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import pytest
-
+from models.batch import BLOCK_SIZE
+from models.engine.block_manager import BlockManager
 from models.engine.scheduler import Scheduler
 from models.engine.sequence import SeqStatus, Sequence
-from models.engine.slots import SlotManager, common_prefix_len
 from models.engine.types import GenerationRequest
 from models.params import GenerationParams
 
@@ -17,6 +17,10 @@ def _seq(name: str, prompt_len: int, first: int = 1000, priority: int = 0) -> Se
     """A sequence whose prompt is first, first+1, ... (distinct first values share no prefix)."""
     req = GenerationRequest(name, GenerationParams(max_new_tokens=8), prompt="x", priority=priority)
     return Sequence(req, list(range(first, first + prompt_len)))
+
+
+def _blocks(n_blocks: int, prefix_cache: bool = True) -> BlockManager:
+    return BlockManager(n_blocks, prefix_cache=prefix_cache)
 
 
 def _run_step(sched: Scheduler) -> list:
@@ -28,25 +32,26 @@ def _run_step(sched: Scheduler) -> list:
     return step
 
 
-def test_scheduler_and_slots_import_no_torch():
-    code = ("import sys, models.engine.scheduler, models.engine.slots, models.engine.sequence;"
+def test_scheduler_and_blocks_import_no_torch():
+    code = ("import sys, models.engine.scheduler, models.engine.block_manager, models.engine.block_pool,"
+            " models.engine.sequence;"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_short_prompts_are_admitted_and_prefilled_in_one_step():
-    sched = Scheduler(SlotManager(4, min_prefix=0), max_batch=4, prefill_chunk=64)
+    sched = Scheduler(BlockManager(5, prefix_cache=False), max_batch=4, prefill_chunk=64)
     a, b = _seq("a", 10), _seq("b", 20, first=2000)
     sched.add(a), sched.add(b)
     step = sched.schedule()
     assert [(c.seq, c.start, c.length) for c in step.prefills] == [(a, 0, 10), (b, 0, 20)]
     assert step.admitted == [a, b] and step.sampled == [a, b]
-    assert a.status is SeqStatus.RUNNING and a.slot != b.slot
+    assert a.status is SeqStatus.RUNNING and set(a.blocks).isdisjoint(b.blocks)
 
 
 def test_decoding_sequences_get_one_token_each_step():
-    sched = Scheduler(SlotManager(4, min_prefix=0), max_batch=4, prefill_chunk=64)
+    sched = Scheduler(BlockManager(5, prefix_cache=False), max_batch=4, prefill_chunk=64)
     a = _seq("a", 5)
     sched.add(a)
     _run_step(sched)
@@ -56,7 +61,7 @@ def test_decoding_sequences_get_one_token_each_step():
 
 
 def test_long_prompt_is_chunked_and_interleaved_with_decoding():
-    sched = Scheduler(SlotManager(4, min_prefix=0), max_batch=4, prefill_chunk=16)
+    sched = Scheduler(BlockManager(5, prefix_cache=False), max_batch=4, prefill_chunk=16)
     short = _seq("short", 4)
     sched.add(short)
     _run_step(sched)
@@ -72,7 +77,7 @@ def test_long_prompt_is_chunked_and_interleaved_with_decoding():
 
 
 def test_prefill_budget_is_shared_in_arrival_order():
-    sched = Scheduler(SlotManager(4, min_prefix=0), max_batch=4, prefill_chunk=16)
+    sched = Scheduler(BlockManager(5, prefix_cache=False), max_batch=4, prefill_chunk=16)
     a, b = _seq("a", 10), _seq("b", 10, first=2000)
     sched.add(a), sched.add(b)
     step = sched.schedule()
@@ -83,7 +88,7 @@ def test_prefill_budget_is_shared_in_arrival_order():
 
 
 def test_waiting_requests_are_admitted_by_priority_then_arrival():
-    sched = Scheduler(SlotManager(1, min_prefix=0), max_batch=1, prefill_chunk=64)
+    sched = Scheduler(BlockManager(2, prefix_cache=False), max_batch=1, prefill_chunk=64)
     running = _seq("running", 3)
     sched.add(running)
     _run_step(sched)
@@ -96,8 +101,8 @@ def test_waiting_requests_are_admitted_by_priority_then_arrival():
     assert sched.schedule().admitted == [high1]
 
 
-def test_request_waits_without_a_free_slot_and_joins_when_one_is_released():
-    sched = Scheduler(SlotManager(2, min_prefix=0), max_batch=8, prefill_chunk=64)
+def test_request_waits_without_a_free_block_and_joins_when_one_is_released():
+    sched = Scheduler(BlockManager(3, prefix_cache=False), max_batch=8, prefill_chunk=64)
     a, b, c = _seq("a", 3), _seq("b", 3, first=2000), _seq("c", 3, first=3000)
     for s in (a, b, c):
         sched.add(s)
@@ -105,11 +110,11 @@ def test_request_waits_without_a_free_slot_and_joins_when_one_is_released():
     assert c.status is SeqStatus.WAITING and list(sched.waiting) == [c]
     sched.finish(a)
     step = sched.schedule()
-    assert step.admitted == [c] and c.slot == a.slot and step.decodes == [b]
+    assert step.admitted == [c] and step.decodes == [b]
 
 
 def test_max_batch_limits_running_sequences():
-    sched = Scheduler(SlotManager(8, min_prefix=0), max_batch=2, prefill_chunk=64)
+    sched = Scheduler(BlockManager(9, prefix_cache=False), max_batch=2, prefill_chunk=64)
     seqs = [_seq(str(i), 3, first=1000 * i) for i in range(3)]
     for s in seqs:
         sched.add(s)
@@ -118,7 +123,7 @@ def test_max_batch_limits_running_sequences():
 
 
 def test_waiting_head_is_not_overtaken():
-    sched = Scheduler(SlotManager(1, min_prefix=0), max_batch=4, prefill_chunk=64)
+    sched = Scheduler(BlockManager(2, prefix_cache=False), max_batch=4, prefill_chunk=64)
     a, b, c = _seq("a", 3), _seq("b", 3, first=2000), _seq("c", 3, first=3000)
     for s in (a, b, c):
         sched.add(s)
@@ -128,116 +133,131 @@ def test_waiting_head_is_not_overtaken():
 
 
 def test_finishing_a_waiting_sequence_removes_it():
-    sched = Scheduler(SlotManager(1, min_prefix=0), max_batch=4, prefill_chunk=64)
+    sched = Scheduler(BlockManager(2, prefix_cache=False), max_batch=4, prefill_chunk=64)
     a = _seq("a", 3)
     sched.add(a)
     sched.finish(a)
     assert not sched.has_work() and a.status is SeqStatus.FINISHED
 
 
-def test_prompt_sharing_a_prefix_with_a_running_sequence_copies_it():
-    sched = Scheduler(SlotManager(4, min_prefix=16), max_batch=4, prefill_chunk=256)
-    a = _seq("a", 40)
+def test_a_sequence_takes_a_block_each_time_it_decodes_past_its_last():
+    sched = Scheduler(_blocks(8, prefix_cache=False), max_batch=4, prefill_chunk=256)
+    a = _seq("a", BLOCK_SIZE - 1)
     sched.add(a)
     _run_step(sched)
-    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), list(range(1000, 1030)) + [1, 2, 3])
-    sched.add(b)
-    lender_slot = a.slot
-    step = sched.schedule()
-    assert step.copies[0] == (lender_slot, b.slot, 30)
-    assert [(c.seq, c.start, c.length) for c in step.prefills] == [(b, 30, 3)]
+    assert len(a.blocks) == 1
+    _run_step(sched)  # position 63: the first block's last
+    assert len(a.blocks) == 1
+    _run_step(sched)  # position 64: a new block
+    assert len(a.blocks) == 2 and sched.blocks.pool.num_used == 2
+    sched.finish(a)
+    assert sched.blocks.pool.num_used == 0
 
 
-def test_finished_sequence_slot_is_reused_in_place_for_a_matching_prompt():
-    sched = Scheduler(SlotManager(4, min_prefix=16), max_batch=4, prefill_chunk=256)
-    a = _seq("a", 40)
+def test_a_prompt_sharing_whole_blocks_with_a_running_sequence_shares_them():
+    sched = Scheduler(_blocks(16), max_batch=4, prefill_chunk=512)
+    a = _seq("a", 2 * BLOCK_SIZE + 10)
     sched.add(a)
     _run_step(sched)
-    sched.finish(a)
-    b = _seq("b", 40)  # the same prompt: everything but the last token is reused
+    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), a.prompt_ids[:2 * BLOCK_SIZE + 3] + [1, 2])
     sched.add(b)
     step = sched.schedule()
-    assert b.slot == a.slot and step.copies == []
-    assert [(c.start, c.length) for c in step.prefills] == [(39, 1)]
+    assert b.blocks[:2] == a.blocks[:2] and b.blocks[2] != a.blocks[2]
+    assert [(c.seq, c.start) for c in step.prefills] == [(b, 2 * BLOCK_SIZE)] and b.reused_tokens == 2 * BLOCK_SIZE
 
 
-def test_prefix_shorter_than_min_prefix_is_not_reused():
-    sched = Scheduler(SlotManager(4, min_prefix=16), max_batch=4, prefill_chunk=256)
-    a = _seq("a", 40)
+def test_requests_admitted_in_one_step_share_a_prefix_computed_once():
+    """b is admitted in the step that admits a: it shares a's named blocks, and its chunk waits until a's
+    chunks have filled them (here two steps later, the budget being one block a step)."""
+    shared = list(range(5000, 5000 + 2 * BLOCK_SIZE))
+    a = Sequence(GenerationRequest("a", GenerationParams(), prompt="x"), shared + [1])
+    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), shared + [2, 3])
+    sched = Scheduler(_blocks(16), max_batch=4, prefill_chunk=BLOCK_SIZE)
+    sched.add(a), sched.add(b)
+    computed_by: list[tuple[str, int, int]] = []
+    for _ in range(4):
+        step = _run_step(sched)
+        computed_by += [(c.seq.request_id, c.start, c.length) for c in step.prefills]
+    assert b.blocks[:2] == a.blocks[:2]
+    assert computed_by == [("a", 0, 64), ("a", 64, 64), ("a", 128, 1), ("b", 128, 2)]
+    assert sched.blocks.reused_tokens == 2 * BLOCK_SIZE
+
+
+def test_a_sharer_computes_the_shared_blocks_itself_when_their_writer_leaves_first():
+    shared = list(range(5000, 5000 + 2 * BLOCK_SIZE))
+    a = Sequence(GenerationRequest("a", GenerationParams(), prompt="x"), shared + [1])
+    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), shared + [2, 3])
+    sched = Scheduler(_blocks(16), max_batch=4, prefill_chunk=BLOCK_SIZE)
+    sched.add(a), sched.add(b)
+    _run_step(sched)  # a fills its first block; b waits for the second
+    sched.finish(a)  # canceled before it computed the second
+    step = _run_step(sched)
+    assert [(c.seq, c.start) for c in step.prefills] == [(b, BLOCK_SIZE)]
+    _run_step(sched)
+    assert b.num_computed == len(b.prompt_ids) and b.output_ids == [7]
+
+
+def test_a_finished_sequence_s_whole_blocks_serve_a_later_prompt():
+    sched = Scheduler(_blocks(16), max_batch=4, prefill_chunk=512)
+    a = _seq("a", BLOCK_SIZE + 5)
     sched.add(a)
     _run_step(sched)
-    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), list(range(1000, 1010)) + [1] * 20)
+    first = a.blocks[0]
+    sched.finish(a)
+    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), a.prompt_ids[:BLOCK_SIZE] + [9])
     sched.add(b)
-    step = sched.schedule()
-    assert all(dst != b.slot for _, dst, _ in step.copies) and b.num_computed == 0
+    sched.schedule()
+    assert b.blocks[0] == first and b.num_computed == BLOCK_SIZE
 
 
-def test_fresh_slots_are_preferred_over_cached_ones():
-    slots = SlotManager(3, min_prefix=4)
-    g1 = slots.acquire(list(range(10)))
-    slots.release(g1.slot, list(range(10)))
-    g2 = slots.acquire([50, 51, 52, 53, 54])
-    assert g2.slot != g1.slot and g2.reused == 0
+def test_generated_tokens_blocks_never_serve_a_prompt_of_the_same_tokens():
+    """Keys computed by decode steps are not the bits prefill would give: a prompt never takes them."""
+    sched = Scheduler(_blocks(16), max_batch=4, prefill_chunk=512)
+    a = _seq("a", 10)
+    sched.add(a)
+    for _ in range(BLOCK_SIZE + 1):
+        _run_step(sched)
+    assert a.num_computed > BLOCK_SIZE
+    b = Sequence(GenerationRequest("b", GenerationParams(), prompt="x"), a.token_ids(BLOCK_SIZE) + [9])
+    sched.add(b)
+    sched.schedule()
+    assert b.num_computed == 0 and b.blocks[0] != a.blocks[0]
 
 
-def test_release_of_a_free_slot_is_refused():
-    slots = SlotManager(2)
-    with pytest.raises(ValueError):
-        slots.release(0)
-
-
-@pytest.mark.parametrize("a,b,limit,want", [
-    ([], [1], 5, 0), ([1, 2, 3], [1, 2, 4], 9, 2), (list(range(100)), list(range(100)), 70, 70),
-    (list(range(100)), list(range(40)) + [0], 99, 40),
-])
-def test_common_prefix_len(a, b, limit, want):
-    assert common_prefix_len(a, b, limit) == want
-
-
-def _decoding(sched: Scheduler, n: int, prompt_len: int = 5) -> list[Sequence]:
-    seqs = [_seq(f"s{i}", prompt_len, first=1000 * (i + 1)) for i in range(n)]
-    for s in seqs:
-        sched.add(s)
-    _run_step(sched)
-    return seqs
-
-
-def test_decoding_sequences_are_compacted_into_the_lowest_slots_in_order():
-    sched = Scheduler(SlotManager(6, min_prefix=0), max_batch=6, prefill_chunk=64)
-    _decoding(sched, 4)
-    step = sched.schedule()
-    assert [s.slot for s in step.decodes] == [0, 1, 2, 3]
-    sched.advance(step)
-    for s in step.sampled:
-        s.output_ids.append(7)
-    sched.finish(step.decodes[1])  # a hole at slot 1
-    moved = step.decodes[3]
-    computed = moved.num_computed
-    step = sched.schedule()
-    assert [s.slot for s in step.decodes] == [0, 1, 2]
-    assert (3, 1, computed) in step.copies and moved.slot == 1
-
-
-def test_a_prompt_being_prefilled_is_moved_out_of_the_decode_range():
-    sched = Scheduler(SlotManager(3, min_prefix=4), max_batch=3, prefill_chunk=64)
-    a, b = _decoding(sched, 2, prompt_len=20)
-    _run_step(sched)  # compacted: a, b in slots 0, 1
-    assert (a.slot, b.slot) == (0, 1)
+def test_when_the_pool_runs_out_the_newest_sequence_is_preempted_and_recomputed_later():
+    # 4 usable blocks: a and b each hold 2 (prompt 100), and a's decoding past position 127 needs a fifth
+    sched = Scheduler(_blocks(5, prefix_cache=False), max_batch=4, prefill_chunk=512)
+    a, b = _seq("a", 100), _seq("b", 100, first=3000)
+    sched.add(a), sched.add(b)
+    preempted = []
+    for _ in range(30):
+        step = _run_step(sched)
+        preempted += step.preempted
+    assert preempted == [b] and b.status is SeqStatus.WAITING and sched.waiting[0] is b and not b.blocks
+    assert b.num_computed == 0 and len(b.output_ids) > 1 and sched.num_preemptions == 1
     sched.finish(a)
-    # c continues a's conversation, so it claims a's slot 0 in place: a prompt being prefilled in the decode range
-    c = Sequence(GenerationRequest("c", GenerationParams(), prompt="x"), a.token_ids(a.num_computed) + [5] * 30)
-    sched.add(c)
+    outputs = list(b.output_ids)
+    step = _run_step(sched)
+    assert [(c.seq, c.start, c.length) for c in step.prefills] == [(b, 0, 100)] and step.sampled == []
+    # then its generated tokens again, one decode step each, sampling nothing until the last one
+    for i in range(len(outputs) - 1):
+        step = sched.schedule()
+        assert step.decodes == [b] and step.sampled == [] and b.token_at(b.num_computed) == outputs[i]
+        sched.advance(step)
     step = sched.schedule()
-    assert step.copies == [(0, 2, 21), (1, 0, b.num_computed)]
-    assert (b.slot, c.slot) == (0, 2) and c.num_computed == 21
+    assert step.sampled == [b] and b.output_ids == outputs
 
 
-def test_a_slot_vacated_by_a_move_lends_its_prefix():
-    slots = SlotManager(4, min_prefix=4)
-    sched = Scheduler(slots, max_batch=4, prefill_chunk=64)
-    a, b = _decoding(sched, 2, prompt_len=20)
+def test_a_sequence_back_from_preemption_takes_its_own_cached_blocks_generated_ones_included():
+    sched = Scheduler(_blocks(6), max_batch=4, prefill_chunk=512)
+    a, b = _seq("a", 100), _seq("b", 60, first=3000)
+    sched.add(a), sched.add(b)
+    while not sched.num_preemptions:
+        held = list(b.blocks)
+        _run_step(sched)
+    assert sched.waiting[0] is b and len(held) >= 2  # its prompt's block, and one of generated tokens only
     sched.finish(a)
     step = sched.schedule()
-    src = next(src for src, dst, _ in step.copies if dst == b.slot)
-    grant = slots.acquire(b.token_ids(b.num_computed) + [1, 2])
-    assert grant.slot == src and grant.reused == b.num_computed and grant.copy is None
+    whole = (b.num_tokens - 1) // BLOCK_SIZE
+    assert b.blocks[:whole] == held[:whole] and b.num_computed == whole * BLOCK_SIZE and not b.is_prefilling
+    assert step.prefills == [] and step.decodes == []  # it decodes again from the next step
