@@ -34,8 +34,16 @@ def make_engine(smollm, gguf_path):
         e.stop()
 
 
-def _chat(rid: str, text: str, **params) -> GenerationRequest:
-    return GenerationRequest(rid, GenerationParams(**params), messages=[{"role": "user", "content": text}])
+# a system prompt longer than two KV blocks (64 positions each), so chats sharing it share whole cached blocks
+SHARED_SYSTEM = ("You are a careful, friendly assistant. Answer in plain words, briefly, and say so when you do not "
+                 "know. Prefer short sentences. Never invent facts, names or numbers. When a question is ambiguous, "
+                 "answer the most likely reading and mention the other one. Keep lists short, and put the answer "
+                 "first, then at most one sentence of explanation.")
+
+
+def _chat(rid: str, text: str, system: str | None = None, **params) -> GenerationRequest:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    return GenerationRequest(rid, GenerationParams(**params), messages=messages)
 
 
 def test_capital_of_france_is_paris(make_engine):
@@ -45,7 +53,7 @@ def test_capital_of_france_is_paris(make_engine):
 
 
 def test_greedy_chats_batched_together_equal_each_alone(make_engine):
-    reqs = [_chat(f"c{i}", p, max_new_tokens=8 + 3 * i) for i, p in enumerate(PROMPTS)]
+    reqs = [_chat(f"c{i}", p, SHARED_SYSTEM, max_new_tokens=8 + 3 * i) for i, p in enumerate(PROMPTS)]
     alone_engine = make_engine(max_batch=1, prefix_cache_min=0)
     alone = [alone_engine.submit(r).wait(120).token_ids for r in reqs]
     engine = make_engine(prefill_chunk=64)  # chunked prompts and a shared system-prompt prefix
