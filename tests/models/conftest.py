@@ -82,3 +82,4 @@ def reference(gguf_path: Path) -> SimpleNamespace:
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     return SimpleNamespace(model=model, tokenizer=tokenizer)
+

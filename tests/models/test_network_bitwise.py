@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from heavy_dtypes import HEAVY_DTYPES
 
 from models.batch import BatchPlan, KVCache
 from models.llama import LlamaNetwork
@@ -18,7 +19,7 @@ MAX_LEN = 256
 LENGTHS = [40, 70, 55, 91, 5, 61, 130, 47]
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+@pytest.fixture(scope="module", params=HEAVY_DTYPES)
 def net(request, smollm: LlamaNetwork) -> LlamaNetwork:
     return smollm if request.param == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from heavy_dtypes import HEAVY_DTYPES
 
 from models.engine import Engine, EngineConfig
 from models.engine.loading import load_tokenizer
@@ -75,7 +76,7 @@ def test_stop_string_cuts_a_real_reply(make_engine):
     assert cut.finish_reason == "stop" and cut.text == full[:full.index("Paris")]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", HEAVY_DTYPES)
 def test_identical_greedy_prompts_get_identical_answers_whenever_they_join_the_batch(smollm, gguf_path, dtype):
     """Six copies of one greedy chat join a running batch at different steps, beside other chats of other
     lengths: each copy's prompt is cut into other chunks and decoded beside other neighbours, and all six

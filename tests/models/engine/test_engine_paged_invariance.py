@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from heavy_dtypes import HEAVY_DTYPES
 
 from models.batch import BLOCK_SIZE, KVCache
 from models.engine import Engine, EngineConfig
@@ -23,7 +24,7 @@ QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "
              "Explain gravity to a child in one sentence.", "What is 12 times 7?", "Say hello in Spanish."]
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+@pytest.fixture(scope="module", params=HEAVY_DTYPES)
 def engine_for(request, smollm, gguf_path):
     net = smollm if request.param == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
     tokenizer, template = load_tokenizer(gguf_path)
