@@ -104,7 +104,7 @@ BAD_BATCHES: list[tuple[str, bytes, int, str, str | None]] = [
     ("bad message role", _jsonl(_line("a", prompt=None, messages=[{"role": "x", "content": "y"}])), 422,
      "invalid_value", "line[1].messages[0].role"),
     ("unknown field", _jsonl(_line("a", max_tokens=3)), 422, "unknown_field", "line[1].max_tokens"),
-    ("over the context on line 2", _jsonl(_line("a"), _line("b", params={"max_new_tokens": 2047})), 422,
+    ("over the context on line 2", _jsonl(_line("a"), _line("b", params={"max_new_tokens": 8191})), 422,
      "context_length_exceeded", "line[2].params.max_new_tokens"),
     ("top_k past the vocabulary", _jsonl(_line("a", params={"do_sample": True, "top_k": 49153})), 422,
      "invalid_param", "line[1].params.top_k"),

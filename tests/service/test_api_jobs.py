@@ -131,7 +131,7 @@ def test_a_prompt_plus_max_new_tokens_that_just_fits_the_context_is_accepted(
 
 
 def test_a_prompt_that_alone_fills_the_context_names_the_prompt(client: FlaskClient) -> None:
-    response = client.post("/v1/jobs", json={"prompt": "hello " * 2100, "params": {"max_new_tokens": 1}})
+    response = client.post("/v1/jobs", json={"prompt": "hello " * 8300, "params": {"max_new_tokens": 1}})
     _assert_error(response, 422, "context_length_exceeded", "prompt")
 
 

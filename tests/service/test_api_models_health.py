@@ -75,7 +75,7 @@ def test_the_api_counts_prompt_tokens_without_loading_torch(migrated_sqlite_url:
         from genq.settings import Settings
         client = create_app(Settings.from_env()).test_client()
         assert client.get("/v1/models").get_json()["data"][0]["vocab_size"] == 49152
-        r = client.post("/v1/jobs", json={"messages": [{"role": "user", "content": "hi " * 3000}]})
+        r = client.post("/v1/jobs", json={"messages": [{"role": "user", "content": "hi " * 9000}]})
         assert r.get_json()["error"]["code"] == "context_length_exceeded", r.get_json()
         assert "torch" not in sys.modules
     """
