@@ -55,7 +55,7 @@ class EngineCollector(Collector):
         running = GaugeMetricFamily("genq_engine_running_sequences", "sequences in the batch", labels=["model"])
         waiting = GaugeMetricFamily("genq_engine_waiting_sequences", "sequences waiting to join the batch",
                                     labels=["model"])
-        slots = GaugeMetricFamily("genq_engine_slots", "batch slots (the most sequences at once)", labels=["model"])
+        slots = GaugeMetricFamily("genq_engine_slots", "the most sequences in the batch at once", labels=["model"])
         for name in self._host.loaded():
             try:
                 stats = self._host.get(name).stats()
@@ -67,7 +67,7 @@ class EngineCollector(Collector):
                 seconds.add_metric([name, phase], s)
             running.add_metric([name], stats.get("running", 0))
             waiting.add_metric([name], stats.get("waiting", 0))
-            slots.add_metric([name], stats.get("n_slots", 0))
+            slots.add_metric([name], stats.get("max_batch", 0))
         yield from (steps, seconds, tokens, running, waiting, slots)
 
 

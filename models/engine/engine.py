@@ -241,7 +241,8 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         blocks = self.scheduler.blocks
-        return {"dtype": self.engine_config.dtype, "n_blocks": self.n_blocks, "block_size": BLOCK_SIZE,
+        return {"dtype": self.engine_config.dtype, "max_batch": self.engine_config.max_batch,
+                "n_blocks": self.n_blocks, "block_size": BLOCK_SIZE,
                 "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
                 "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
