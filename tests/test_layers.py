@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,19 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _parse(path: Path) -> ast.Module:
+    """`ast.parse` in a thread of its own: in a long test process CPython 3.11 can raise "SystemError: AST
+    constructor recursion depth mismatch" in a thread whose recursion count an earlier test left off; a new
+    thread starts with its own."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(ast.parse, path.read_text(encoding="utf-8"), str(path)).result()
+
+
 def _imported(module: str, path: Path) -> Iterator[tuple[str, int]]:
     """(imported name, line) for every import in the file: project modules resolved to the module itself
     (`from genq.store import jobs` is genq.store.jobs), anything else as written."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
