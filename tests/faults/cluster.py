@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from e2e_helpers import free_port, wait_until
 from private_postgres import PrivatePostgres, _bin_dir
 from private_redis import PrivateRedis
 from sqlalchemy import Engine, create_engine, select
@@ -128,7 +129,7 @@ class Cluster:
         migrate.upgrade(database_url)
         self.db = create_engine(database_url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
         self.redis.start()
-        port = _free_port()
+        port = free_port()
         self.env = {
             "DATABASE_URL": database_url,
             "GENQ_BROKER_URL": self.redis.url(),
@@ -334,20 +335,3 @@ class Cluster:
                  for p in [self.api, self.webhook_worker, *self.workers] if p is not None]
         return "\n".join(["--- injected", *self.log, *parts])
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout}s")
