@@ -24,7 +24,7 @@ from genq.catalog import Catalog
 from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.api_keys import ApiKeyStore
-from genq.store.db import make_engine, make_session_factory
+from genq.store.db import make_engine, make_reader, make_session_factory
 from genq.store.jobs import JobStore
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
@@ -41,11 +41,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    db = make_engine(settings.database_url)
+    # no pre-ping (a dropped connection costs one request a 503, not every request a round trip), and
+    # single-statement reads (the key of each request, a job, its queue position) outside any transaction
+    db = make_engine(settings.database_url, pre_ping=False)
     sessions = make_session_factory(db)
+    reads = make_session_factory(make_reader(db, pre_ping=False))
     celery = make_celery(settings, main="genq-api")
     webhook_publisher = WebhookPublisher(celery)
-    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many)
+    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads)
     publisher = Publisher(celery)
     required = auth_required(settings.auth, settings.host)
     log_mode(required, settings.host)
@@ -63,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
         auth_required=required,
-        api_keys=ApiKeyStore(sessions),
+        api_keys=ApiKeyStore(sessions, reads),
     )
     for module in (jobs, batches, webhooks, models, health, openapi, metrics):  # one blueprint per resource
         app.register_blueprint(module.bp)

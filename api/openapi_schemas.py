@@ -221,6 +221,10 @@ def _job() -> Schema:
         "estimated_wait_seconds": {"type": ["number", "null"], "minimum": 0,
                                    "description": "(position + 1) / the model's recent throughput; null when "
                                                   "unknown"},
+        "queue_position_at_least": {
+            "type": "boolean",
+            "description": "true when so many jobs are ahead that `queue_position` stopped counting: at least "
+                           "that many (a poll counts up to 1,000), and the estimated wait at least that long"},
         "queue_paused": {"type": "boolean",
                          "description": "its model's queue is paused by an operator: the job waits, keeping its "
                                         "place, until the queue is resumed (false once started)"},

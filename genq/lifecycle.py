@@ -41,6 +41,8 @@ class QueueInfo:
     position: int  # queued jobs of the same model ahead of this one
     estimated_wait_seconds: float | None
     paused: bool = False  # its model's queue is paused (genq.store.queues): it waits until resumed
+    # `position` is a lower bound: at least that many are ahead (a poll counts no further: POSITION_CAP)
+    at_least: bool = False
 
 
 class ScheduleError(ValueError):

@@ -63,6 +63,7 @@ def _lifecycle_fields(job: Job, queue: QueueInfo | None) -> dict[str, Any]:
         "queue_position": queue.position if queue is not None else None,
         "estimated_wait_seconds": queue.estimated_wait_seconds if queue is not None else None,
         "queue_paused": queue.paused if queue is not None else False,
+        "queue_position_at_least": queue.at_least if queue is not None else False,
     }
 
 

@@ -50,8 +50,10 @@ def digest(value: str) -> str:
 
 
 class ApiKeyStore:
-    def __init__(self, sessions: sessionmaker[Session]):
+    def __init__(self, sessions: sessionmaker[Session], reads: sessionmaker[Session] | None = None):
+        """`reads`: sessions for the one-statement lookup of every request (an autocommit engine's)."""
         self._sessions = sessions
+        self._reads = reads or sessions
 
     def create(self, name: str, max_concurrent: int | None = None, tokens_per_day: int | None = None
                ) -> tuple[KeyInfo, str]:
@@ -89,6 +91,6 @@ class ApiKeyStore:
         """The key whose value is `value` (revoked or not: see `revoked_at`), or None."""
         if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
             return None
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest(value))).one_or_none()
             return KeyInfo.of(row) if row is not None else None

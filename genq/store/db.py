@@ -26,8 +26,17 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """A pooled engine: SQLite with WAL and a busy timeout (creating the file's folder), or PostgreSQL."""
+def make_engine(url: str, *, pre_ping: bool = True, autocommit: bool = False) -> Engine:
+    """A pooled engine: SQLite with WAL and a busy timeout (creating the file's folder), or PostgreSQL.
+
+    `pre_ping`: check each connection with a round trip when it leaves the pool (a long-lived process that
+    must ride out database restarts quietly: workers, sweepers). Without it a connection the database dropped
+    fails its first statement, which SQLAlchemy reports as a disconnect and answers by invalidating the whole
+    pool, so one request sees the outage (a 503 in the API) and the next ones get new connections; the API
+    takes that trade, since a pre-ping is a third of the round trips of a poll.
+    `autocommit`: connections made in autocommit mode, for single-statement reads (no BEGIN and ROLLBACK
+    around each one); never for writes that must commit together."""
+    isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     parsed = make_url(normalize_url(url))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -38,6 +47,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            **isolation,  # (a file never drops a connection: no pre-ping)
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -45,8 +55,16 @@ def make_engine(url: str) -> Engine:
         if parsed.get_driver_name() != "psycopg":
             raise DatabaseURLError("PostgreSQL is reached through psycopg 3: postgresql+psycopg://…")
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(parsed, pool_pre_ping=pre_ping, connect_args=connect_args, **isolation)
     raise DatabaseURLError(f"unsupported database {backend!r}: use postgresql+psycopg:// or sqlite:///")
+
+
+def make_reader(engine: Engine, *, pre_ping: bool = True) -> Engine:
+    """An autocommit engine on `engine`'s database, for one-statement reads; disposing `engine` disposes it
+    too, so whoever owns `engine` owns both pools."""
+    reader = make_engine(engine.url.render_as_string(hide_password=False), pre_ping=pre_ping, autocommit=True)
+    event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())
+    return reader
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

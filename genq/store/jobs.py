@@ -64,17 +64,25 @@ class JobStore:
     """Jobs in the database. Methods open and commit their own short transactions; they are thread-safe."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None
+        self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None,
+        reads: sessionmaker[Session] | None = None,
     ):
         """`on_deliveries` is called after a transition committed with the ids of the webhook deliveries it
-        created (it publishes them; left unpublished, the sweep finds them)."""
+        created (it publishes them; left unpublished, the sweep finds them). `reads`: sessions for
+        single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`."""
         self._sessions = sessions
+        self._reads = reads or sessions
         self._on_deliveries = on_deliveries
 
     @property
     def sessions(self) -> sessionmaker[Session]:
         """The session factory, for queries beyond these methods (listing, leases, the sweeper)."""
         return self._sessions
+
+    @property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions for one-statement reads (a job, a queue position): no transaction around them."""
+        return self._reads
 
     def create(self, *, also: Iterable[Base] = (), guard: Callable[[Session], None] | None = None,
                **fields: Any) -> Job:
@@ -144,7 +152,7 @@ class JobStore:
         """The job, or None if there is none (a malformed id is simply not found)."""
         if not is_id(job_id):
             return None
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.get(Job, job_id)
 
     def get_many(self, job_ids: Iterable[str]) -> list[Job]:

@@ -8,6 +8,10 @@ priority and created earlier (ties by id). That is the order the broker delivers
 Estimated wait: (position + 1) ÷ the model's recent throughput, the jobs of that model finished in the last
 WAIT_WINDOW (5 minutes) per second: a queued job starts about when that many more jobs have finished.
 Unknown (null) when none finished in the window.
+
+A single job's position and wait (every submit and poll) cost a bounded scan, not the queue's length: at most
+POSITION_CAP jobs ahead are counted (past that the job shows `at_least`), and a busy model's throughput is
+read from its last RATE_SAMPLE finished jobs. A page of jobs ranks its models' queues exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from genq.store.jobs import JobStore, queue_paused
 from genq.store.schema import ApiKey, Job, PausedQueue, utcnow
 
 WAIT_WINDOW = timedelta(minutes=5)
+POSITION_CAP = 1000  # jobs ahead a poll counts at most (past it: "at least 1,000")
+RATE_SAMPLE = 200  # a busy model's throughput is read from its last this many finished jobs
 MAX_CURSOR_CHARS = 256  # ours are about 100
 
 
@@ -135,27 +141,46 @@ def queue_info(store: JobStore, jobs: Iterable[Job], now: datetime | None = None
 
 
 def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> QueueInfo | None:
-    """`queue_info` of one job (what a submit or a poll shows; None unless it is queued), in one statement:
-    the jobs ahead of it are counted on the (model, status, priority, created_at) index, so it costs its
-    position rather than a ranking of its whole queue."""
+    """`queue_info` of one job (what a submit or a poll shows; None unless it is queued), in one statement of
+    bounded cost, however long the queue and however busy the model: the jobs ahead are counted on the
+    (model, status, priority, created_at) index up to POSITION_CAP (past it, the position is a lower bound,
+    `at_least`), and the throughput is read from the model's last RATE_SAMPLE finished jobs in the window
+    (their count over the window, or, when there are that many, over the time they span)."""
     if job.status != JobStatus.QUEUED.value:
         return None
     now = now or utcnow()
-    ahead = select(func.count()).select_from(Job).where(
-        Job.model == job.model, Job.status == JobStatus.QUEUED.value,
-        or_(Job.priority > job.priority,
-            and_(Job.priority == job.priority,
-                 or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)))),
-    ).scalar_subquery()
-    finished = select(func.count()).select_from(Job).where(
-        Job.model == job.model, Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
-        Job.completed_at >= now - WAIT_WINDOW,
-    ).scalar_subquery()
-    paused = exists().where(PausedQueue.model == job.model)
-    with store.sessions() as session:
-        position, done, is_paused = session.execute(select(ahead, finished, paused)).one()
-    rate = done / WAIT_WINDOW.total_seconds()
-    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, bool(is_paused))
+    queued = (Job.model == job.model, Job.status == JobStatus.QUEUED.value)
+    # two index ranges: higher priority; same priority and earlier (ties by id)
+    higher = select(Job.id).where(*queued, Job.priority > job.priority).limit(POSITION_CAP).subquery()
+    earlier = select(Job.id).where(
+        *queued, Job.priority == job.priority,
+        or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
+    ).limit(POSITION_CAP).subquery()
+    recent = select(Job.completed_at).where(
+        Job.model == job.model, Job.completed_at >= now - WAIT_WINDOW, Job.status.in_(sorted(JobStatus.TERMINAL)),
+        Job.started_at.is_not(None),
+    ).order_by(Job.completed_at.desc()).limit(RATE_SAMPLE).subquery()
+    stmt = select(
+        select(func.count()).select_from(higher).scalar_subquery(),
+        select(func.count()).select_from(earlier).scalar_subquery(),
+        select(func.count()).select_from(recent).scalar_subquery(),
+        select(func.min(recent.c.completed_at)).scalar_subquery(),
+        exists().where(PausedQueue.model == job.model),
+    )
+    with store.reads() as session:
+        n_higher, n_earlier, done, oldest, is_paused = session.execute(stmt).one()
+    position = min(POSITION_CAP, n_higher + n_earlier)
+    span = WAIT_WINDOW.total_seconds()
+    if done >= RATE_SAMPLE and oldest is not None:  # a busy model: its last RATE_SAMPLE jobs' pace
+        span = max(1.0, (now - _utc(oldest)).total_seconds())
+    rate = done / span
+    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, bool(is_paused),
+                     at_least=position >= POSITION_CAP)
+
+
+def _utc(when: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones from a bare subquery)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _conditions(where: JobFilter, dialect: str) -> list[ColumnElement[bool]]:

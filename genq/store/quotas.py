@@ -5,21 +5,26 @@
   `max_new_tokens` when it is submitted (the most it can use), on the day it is submitted; when it ends, the
   reservation is settled to what it used (`prompt_tokens + completion_tokens`; a job that never ran used
   none). So a key can never go past its quota, and what a finished job did not use is free again at once.
+  A job retried from the dashboard reserves its tokens again on its day (and settles them when it ends).
 
 `reserve` runs last in the transaction that inserts the jobs (JobStore.create / BatchStore.create call it
-once the rows are written): it locks the key's row (an UPDATE of it, which takes PostgreSQL's row lock and
-SQLite's write lock alike) until the commit, so concurrent submissions of one key, from any process, count one
-after another, and the lock is held only for the checks and the commit (a profile of one key submitting
-under load showed its submissions queued on this lock while it was taken first); a batch reserves for all
-its jobs at once and is refused whole (the transaction rolls back). `settle` runs inside the transaction of
-the job's final transition (genq.store.transition_effects), so it happens exactly once.
+once the rows are written). Neither limit counts jobs: the key's row keeps its number of unfinished jobs
+(`live_jobs`, for a key with max_concurrent) and the day's row its tokens, and each is raised by one
+conditional statement that fails past the limit. That statement locks its row (PostgreSQL's row lock,
+SQLite's write lock) until the commit, so concurrent submissions of one key, from any process, count one
+after another, and the lock is held only from the check to the commit (a profile of one key submitting under
+load showed its submissions queued on this lock while it was taken first); a batch reserves for all its jobs
+at once and is refused whole (the transaction rolls back). `on_transition` runs inside the transaction of
+every status change (genq.store.transition_effects): a change is made once, so it counts once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from genq.status import JobStatus
@@ -64,50 +69,72 @@ def day_of(when: datetime) -> str:
 
 def reserve(session: Session, quota: Quota, jobs: int, tokens: int, now: datetime | None = None) -> None:
     """Count `jobs` new unfinished jobs (already written in `session`'s transaction) and `tokens` more tokens
-    today against `quota`; raises QuotaExceeded, leaving the transaction to roll back."""
+    today against `quota`; raises QuotaExceeded, leaving the transaction to roll back.
+
+    Each limit is one conditional statement on one row, which raises the count only if it stays within the
+    limit; the row stays locked to the commit, so concurrent submissions of one key, from any process, count
+    one after another, whatever the number of the key's jobs."""
     if not quota.limited:
         return
     now = now or utcnow()
-    # the key's row lock: held to the end of the transaction, it orders this key's submissions
-    session.execute(update(ApiKey).where(ApiKey.id == quota.key_id).values(id=ApiKey.id),
-                    execution_options={"synchronize_session": False})
     if quota.max_concurrent is not None:
-        live = session.scalar(select(func.count()).select_from(Job).where(
-            Job.owner == quota.key_id, Job.status.in_([s.value for s in JobStatus.LIVE]))) or 0
-        if live > quota.max_concurrent:  # the new jobs are among them
-            before = live - jobs
+        raised = session.execute(
+            update(ApiKey).where(ApiKey.id == quota.key_id, ApiKey.live_jobs + jobs <= ApiKey.max_concurrent)
+            .values(live_jobs=ApiKey.live_jobs + jobs).returning(ApiKey.live_jobs)
+        ).scalar_one_or_none()
+        if raised is None:
+            before = session.scalar(select(ApiKey.live_jobs).where(ApiKey.id == quota.key_id)) or 0
             what = "this job" if jobs == 1 else f"these {jobs} jobs"
             raise QuotaExceeded("concurrent", quota, max(0, quota.max_concurrent - before), CONCURRENT_RETRY_AFTER_S,
                                 f"this key has {before} unfinished jobs; with {what} it would pass its limit of "
                                 f"{quota.max_concurrent}")
     if quota.tokens_per_day is not None:
         day = day_of(now)
-        used = session.scalar(select(ApiKeyUsage.tokens).where(ApiKeyUsage.key_id == quota.key_id,
-                                                               ApiKeyUsage.day == day))
-        if used is None:
-            used = 0
-            session.add(ApiKeyUsage(key_id=quota.key_id, day=day, tokens=0))
-            session.flush()  # under the key's lock no one else inserts this row
-        if used + tokens > quota.tokens_per_day:
+        if tokens > quota.tokens_per_day or not _add_tokens(session, quota, day, tokens):
+            used = tokens_used(session, quota.key_id, day)
             midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
             raise QuotaExceeded("tokens", quota, max(0, quota.tokens_per_day - used),
                                 max(1, int((midnight - now).total_seconds())),
                                 f"this key has {used} of its {quota.tokens_per_day} tokens for today in use or "
                                 f"reserved; this submission reserves {tokens} (prompt + max_new_tokens)")
-        session.execute(update(ApiKeyUsage).where(ApiKeyUsage.key_id == quota.key_id, ApiKeyUsage.day == day)
-                        .values(tokens=ApiKeyUsage.tokens + tokens), execution_options={"synchronize_session": False})
 
 
-def settle(session: Session, job: Job) -> None:
-    """In the transaction of `job`'s final transition: its reservation becomes the tokens it used."""
-    if job.owner is None or job.tokens_reserved is None or job.status not in JobStatus.TERMINAL:
+def _add_tokens(session: Session, quota: Quota, day: str, tokens: int) -> bool:
+    """Add `tokens` to the key's count of `day` if it stays within the daily limit (making the day's row if
+    there is none yet), in one statement; whether they were added."""
+    assert quota.tokens_per_day is not None
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(ApiKeyUsage).values(key_id=quota.key_id, day=day, tokens=tokens)
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[ApiKeyUsage.key_id, ApiKeyUsage.day],
+        set_={"tokens": ApiKeyUsage.tokens + stmt.excluded.tokens},
+        where=ApiKeyUsage.tokens + stmt.excluded.tokens <= quota.tokens_per_day,
+    ).returning(ApiKeyUsage.tokens)
+    return session.execute(upsert).scalar_one_or_none() is not None
+
+
+def on_transition(session: Session, job: Job) -> None:
+    """In the transaction of a status change of `job` (as it is after it), what its key's quotas count: a
+    final change ends an unfinished job (the key's count goes down) and settles its reservation to the tokens
+    it used; a retry (back to queued) counts it again and reserves its tokens again (an operator's action: no
+    limit is checked). Running changes nothing. The key's row before the day's row, as `reserve` takes them,
+    so the two cannot deadlock."""
+    if job.owner is None:
         return
-    used = (job.prompt_tokens or 0) + (job.completion_tokens or 0)
-    session.execute(
-        update(ApiKeyUsage).where(ApiKeyUsage.key_id == job.owner, ApiKeyUsage.day == day_of(job.created_at))
-        .values(tokens=ApiKeyUsage.tokens - job.tokens_reserved + used),
-        execution_options={"synchronize_session": False},
-    )
+    if job.status in JobStatus.TERMINAL:
+        live_delta, tokens_delta = -1, ((job.prompt_tokens or 0) + (job.completion_tokens or 0)
+                                        - (job.tokens_reserved or 0))
+    elif job.status == JobStatus.QUEUED.value:
+        live_delta, tokens_delta = 1, job.tokens_reserved or 0
+    else:
+        return
+    session.execute(update(ApiKey).where(ApiKey.id == job.owner, ApiKey.max_concurrent.is_not(None))
+                    .values(live_jobs=ApiKey.live_jobs + live_delta), execution_options={"synchronize_session": False})
+    if job.tokens_reserved is not None and tokens_delta:
+        session.execute(
+            update(ApiKeyUsage).where(ApiKeyUsage.key_id == job.owner, ApiKeyUsage.day == day_of(job.created_at))
+            .values(tokens=ApiKeyUsage.tokens + tokens_delta), execution_options={"synchronize_session": False},
+        )
 
 
 def tokens_used(session: Session, key_id: str, day: str) -> int:

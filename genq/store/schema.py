@@ -135,6 +135,7 @@ class Job(Base):
         Index("ix_jobs_owner_created_at", "owner", "created_at"),
         # the admin dashboard (0006_admin): finished in the last hour, a model's oldest waiting job, a worker's jobs
         Index("ix_jobs_completed_at", "completed_at"),
+        Index("ix_jobs_model_completed_at", "model", "completed_at"),  # a model's last finished jobs (0007)
         Index("ix_jobs_queued_model_created", "model", "created_at",
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
         Index("ix_jobs_worker_started", "worker_id", "started_at"),
@@ -266,6 +267,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     max_concurrent: Mapped[int | None] = mapped_column(Integer)  # unfinished (queued or running) jobs at once
     tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # prompt + completion tokens per UTC day
+    # its queued and running jobs, kept for a key with max_concurrent (genq/store/quotas.py; 0007)
+    live_jobs: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -1,7 +1,7 @@
 """What a job's status change writes besides the job row, in the same transaction (called by JobStore).
 
 The status event lets `GET /v1/jobs/{id}/events` stream the change; the webhook deliveries are the outbox
-of the webhooks it fires; a final change settles the job's token reservation (genq.store.quotas). All commit
+of the webhooks it fires; a final change or a retry counts in its key's quotas (genq.store.quotas). All commit
 with the change or not at all.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from genq.store.job_events import status_event
-from genq.store.quotas import settle
+from genq.store.quotas import on_transition
 from genq.store.schema import Job
 from genq.webhooks.outbox import create_deliveries
 
@@ -21,5 +21,5 @@ def record_transition(session: Session, job_id: str) -> list[str]:
     if job is None:  # the UPDATE matched it in this transaction, so it exists; be safe anyway
         return []
     session.add(status_event(job))
-    settle(session, job)
+    on_transition(session, job)
     return create_deliveries(session, job)

@@ -15,6 +15,8 @@ from sqlalchemy import func, select, update
 
 from api import create_app
 from genq.settings import Settings
+from genq.store.jobs import JobStore
+from genq.store.listing import POSITION_CAP, RATE_SAMPLE
 from genq.store.schema import IdempotencyKey, Job, utcnow
 
 PROMPT = {"prompt": "Hello", "params": {"max_new_tokens": 4}}
@@ -246,6 +248,38 @@ def test_queue_position_counts_higher_priority_then_earlier_jobs_of_the_model(ap
     running = requests.get(f"{api.url}/v1/jobs/{c['id']}", timeout=10).json()
     assert running["queue_position"] is None and running["estimated_wait_seconds"] is None
     assert requests.get(f"{api.url}/v1/jobs/{b['id']}", timeout=10).json()["queue_position"] == 1
+
+
+def test_a_long_queue_and_a_busy_model_cost_a_poll_a_bounded_scan(api: Api) -> None:
+    """Past POSITION_CAP jobs ahead a poll stops counting (the position is then a lower bound), and a busy
+    model's throughput is its last RATE_SAMPLE finished jobs' pace: a poll's cost never grows with the queue."""
+    api.cancel_all_queued()
+    model = _post(api, PROMPT).json()["model"]
+    api.cancel_all_queued()
+    now = utcnow()
+    ahead = [JobStore.build(model=model, input={"prompt": "x"}, params={}) for _ in range(POSITION_CAP + 5)]
+    done = [JobStore.build(model=model, input={"prompt": "x"}, params={}) for _ in range(RATE_SAMPLE + 100)]
+    for i, job in enumerate(done):  # one finished every 50 ms, the newest now
+        job.status, job.output_text, job.finish_reason = "succeeded", "x", "eos"
+        job.started_at = job.completed_at = now - timedelta(seconds=0.05 * i)
+    for i, job in enumerate(ahead):
+        job.created_at = now - timedelta(seconds=len(ahead) - i)
+    with api.store.sessions.begin() as session:
+        session.add_all(ahead + done)
+    try:
+        last = _post(api, PROMPT).json()
+        assert (last["queue_position"], last["queue_position_at_least"]) == (POSITION_CAP, True)
+        first = requests.get(f"{api.url}/v1/jobs/{ahead[0].id}", timeout=10).json()
+        assert (first["queue_position"], first["queue_position_at_least"]) == (0, False)
+        third = requests.get(f"{api.url}/v1/jobs/{ahead[2].id}", timeout=10).json()
+        # the last 200 jobs took ~10 s (plus the time this test took since): ~20 a second, so the third in line
+        # starts in ~0.15 s; counted over the whole 5-minute window (300 jobs) it would be 3 s
+        assert third["queue_position"] == 2 and 0.1 <= third["estimated_wait_seconds"] <= 1.5, third
+    finally:
+        api.cancel_all_queued()
+        with api.store.sessions.begin() as session:  # out of the next tests' window
+            session.execute(update(Job).where(Job.id.in_([j.id for j in done]))
+                            .values(completed_at=now - timedelta(hours=1)))
 
 
 def test_estimated_wait_follows_the_models_recent_throughput(api: Api) -> None:

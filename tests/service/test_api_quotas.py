@@ -114,3 +114,32 @@ def test_concurrent_submissions_through_two_processes_never_pass_tokens_per_day(
     answers = _concurrently(keyed_api, key, 16, body)
     assert sorted(r.status_code for r in answers) == [202] * 4 + [429] * 12, [r.text for r in answers]
     assert _used(keyed_api, owner) == 5 * reserve
+
+
+def test_a_retried_job_counts_again_in_both_quotas_and_settles_once_more(keyed_api: KeyedApi) -> None:
+    key = keyed_api.new_key("retry", max_concurrent=1, tokens_per_day=10**6)
+    owner = _owner(keyed_api, key)
+    store = keyed_api.services.store
+    first = submit(keyed_api.url, key).json()["id"]
+    reserved = store.get(first).tokens_reserved  # type: ignore[union-attr]
+    assert reserved and _used(keyed_api, owner) == reserved
+    assert store.claim(first, "test-worker") is not None
+    assert store.fail(first, "boom", "it broke")  # ran, used nothing it reported: its reservation is freed
+    assert _used(keyed_api, owner) == 0
+    second = submit(keyed_api.url, key)
+    assert second.status_code == 202  # the failed job no longer counts
+
+    job = store.get(first)
+    assert job is not None and store.retry(job)  # an operator's retry: counted again, past the limit
+    assert _used(keyed_api, owner) == 2 * reserved
+    assert requests.post(f"{keyed_api.url}/v1/jobs/{second.json()['id']}/cancel", headers=bearer(key),
+                         timeout=30).status_code == 200
+    assert submit(keyed_api.url, key).status_code == 429  # the retried job holds the one place
+    assert store.claim(first, "test-worker") is not None
+    assert store.succeed(first, text="ok", finish_reason="eos", prompt_tokens=3, completion_tokens=4)
+    assert _used(keyed_api, owner) == 7  # the retried run's tokens, not its reservation twice over
+    assert submit(keyed_api.url, key).status_code == 202
+    with keyed_api.services.sessions() as session:
+        live = session.scalar(select(func.count()).select_from(Job).where(Job.owner == owner,
+                                                                          Job.status.in_(["queued", "running"])))
+        assert session.scalar(select(ApiKey.live_jobs).where(ApiKey.id == owner)) == live == 1
