@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from models.config import ModelConfig, UnsupportedModel
 from models.gguf import GGUFFile
@@ -68,7 +69,7 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
     else:
         raise FileNotFoundError(f"no model at {path}: expected a .gguf file or a Hugging Face directory")
     state = fuse_state_dict(cfg, weights)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         net = LlamaNetwork(cfg)
     expected = set(net.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
@@ -82,6 +83,18 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
     net.load_state_dict(state, strict=True, assign=True)
     net.requires_grad_(False)
     return cfg, net.eval()
+
+
+class _SkipInit(TorchFunctionMode):
+    """Parameter initializers (`torch.nn.init.*`) leave their tensor as it is: a network built to be assigned
+    its weights needs none. On `meta`, nn.Embedding's `normal_` runs through torch._refs, which imports
+    torch._dynamo and sympy: about 64 MiB of modules the process would keep for nothing."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
 
 
 def fuse_state_dict(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
