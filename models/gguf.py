@@ -126,7 +126,12 @@ class GGUFFile:
             raise GGUFError(f"tensor {name} has type {info.type_name}, which this reader cannot dequantize")
         _, per_block, block_bytes = TENSOR_TYPES[info.type_id]
         n = int(np.prod(info.shape)) if info.shape else 1
-        raw = self._data[info.offset:info.offset + n // per_block * block_bytes]
+        size = n // per_block * block_bytes
+        # read from the file, not from the mapping: every mapped page a read touches counts in the process's
+        # memory while the file is open, and a model's load reads them all (93 MiB for the default model)
+        raw = np.fromfile(self.path, dtype=np.uint8, count=size, offset=info.offset)
+        if raw.size != size:
+            raise GGUFError(f"tensor {name} ends past the end of {self.path}")
         return torch.from_numpy(dequantize(raw, info.type_id, n)).reshape(info.shape)
 
 
