@@ -126,13 +126,37 @@ class GGUFFile:
             raise GGUFError(f"tensor {name} has type {info.type_name}, which this reader cannot dequantize")
         _, per_block, block_bytes = TENSOR_TYPES[info.type_id]
         n = int(np.prod(info.shape)) if info.shape else 1
-        raw = self._data[info.offset:info.offset + n // per_block * block_bytes]
+        size = n // per_block * block_bytes
+        # read from the file, not from the mapping: every mapped page a read touches counts in the process's
+        # memory while the file is open, and a model's load reads them all (93 MiB for the default model)
+        raw = np.fromfile(self.path, dtype=np.uint8, count=size, offset=info.offset)
+        if raw.size != size:
+            raise GGUFError(f"tensor {name} ends past the end of {self.path}")
         return torch.from_numpy(dequantize(raw, info.type_id, n)).reshape(info.shape)
 
 
+# elements decoded at a time: the decoding's temporaries (several float32 arrays of the chunk's size) stay a
+# few MiB instead of several copies of the largest tensor (the default model's embedding is 113 MB in float32)
+CHUNK_ELEMENTS = 1 << 20
+
+
 def dequantize(raw: np.ndarray, type_id: int, n: int) -> np.ndarray:
-    """Decode `n` elements of GGUF type `type_id` from the bytes `raw` into float32."""
-    name = TENSOR_TYPES[type_id][0]
+    """Decode `n` elements of GGUF type `type_id` from the bytes `raw` into float32, CHUNK_ELEMENTS at a time
+    into the one array returned."""
+    name, per_block, block_bytes = TENSOR_TYPES[type_id]
+    if n <= CHUNK_ELEMENTS:
+        return _decode(raw, name, n)
+    out = np.empty(n, dtype=np.float32)
+    n_blocks, step = n // per_block, max(1, CHUNK_ELEMENTS // per_block)
+    for b0 in range(0, n_blocks, step):
+        b1 = min(n_blocks, b0 + step)
+        out[b0 * per_block:b1 * per_block] = _decode(raw[b0 * block_bytes:b1 * block_bytes], name,
+                                                     (b1 - b0) * per_block)
+    return out
+
+
+def _decode(raw: np.ndarray, name: str, n: int) -> np.ndarray:
+    """`n` elements of the GGUF type called `name` from the bytes `raw`, as a new float32 array."""
     if name == "F32":
         return np.frombuffer(raw, dtype="<f4", count=n).copy()
     if name == "F16":

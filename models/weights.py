@@ -5,8 +5,8 @@ it with `load_state_dict(..., assign=True)`. Both sources are first mapped to Hu
 names without the `model.` prefix (`layers.0.self_attn.q_proj.weight`, ...), then q/k/v and gate/up are
 concatenated into the fused projections the network uses (models/llama.py).
 
-Memory: each tensor is put in the compute dtype as soon as it is read (a GGUF tensor is dequantized to
-float32 by models.gguf one at a time), so the load never holds the whole model in float32 beside the
+Memory: each tensor is put in the compute dtype as soon as it is read (a GGUF tensor is read from the file
+and dequantized to float32 by models.gguf one at a time), so the load never holds the whole model in float32 beside the
 network it builds; the fused projections are concatenated in the compute dtype too (the same bits as
 casting after concatenating: both are exact copies).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from models.config import ModelConfig, UnsupportedModel
 from models.gguf import GGUFFile
@@ -68,7 +69,7 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
     else:
         raise FileNotFoundError(f"no model at {path}: expected a .gguf file or a Hugging Face directory")
     state = fuse_state_dict(cfg, weights)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         net = LlamaNetwork(cfg)
     expected = set(net.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
@@ -84,11 +85,27 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
     return cfg, net.eval()
 
 
+class _SkipInit(TorchFunctionMode):
+    """Parameter initializers (`torch.nn.init.*`) leave their tensor as it is: a network built to be assigned
+    its weights needs none. On `meta`, nn.Embedding's `normal_` runs through torch._refs, which imports
+    torch._dynamo and sympy: about 64 MiB of modules the process would keep for nothing."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {})["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
 def fuse_state_dict(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map Hugging Face names (no `model.` prefix) to the network's: q/k/v -> qkv_proj, gate/up -> gate_up_proj.
 
     `weights` is consumed (emptied), so each layer's parts are freed as soon as they are fused, and the load
-    never holds every part beside every fused copy."""
+    never holds every part beside every fused copy. The C heap is trimmed after each layer: the parts' freed
+    memory fits no fused copy (each is larger than any of its parts), and kept it would add about 70 MiB to
+    the default model's peak."""
+    from models.engine.memory import release_freed_heap
+
     state = dict(weights)
     weights.clear()
 
@@ -104,6 +121,7 @@ def fuse_state_dict(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[
             state[f"{attn}.qkv_proj.bias"] = torch.cat([take(f"{attn}.{p}_proj.bias") for p in "qkv"])
         state[f"{mlp}.gate_up_proj.weight"] = torch.cat([take(f"{mlp}.gate_proj.weight"),
                                                          take(f"{mlp}.up_proj.weight")])
+        release_freed_heap()
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
     elif "lm_head.weight" not in state:

@@ -109,7 +109,9 @@ class BlockManager:
         """Let go of a sequence's blocks. Returns the blocks it was to compute that others share and that are
         not computed (orphans: a sharer must compute them itself); they are no longer named."""
         orphans = []
-        for i, block in enumerate(seq.blocks):
+        # last block first, so a prefix's first blocks (the most shared: a system prompt) are the most recently
+        # released and the last to be overwritten (block_pool.py)
+        for i, block in reversed(list(enumerate(seq.blocks))):
             if i >= seq.num_shared_blocks and not self.pool.ready[block]:
                 self.pool.unregister(block)
                 if self.pool.refs[block] > 1:

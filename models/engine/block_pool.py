@@ -4,8 +4,11 @@ Block 0 is the null block (models/batch.py) and is never handed out. A block is 
 table names it (`refs`); when the last one lets go it becomes free. A free block whose keys form a whole,
 computed block of some token prefix stays registered under that prefix's hash, so a later sequence with the
 same prefix takes it back instead of recomputing it; it is overwritten only when nothing else is free, least
-recently released first. Free blocks are handed out in this order: released ones that hold nothing reusable
-(their memory is already committed), then never-used ones, then registered ones.
+recently released first. Free blocks are handed out in this order: released ones that hold nothing reusable,
+then registered ones (least recently released first), then never-used ones. On the CPU a block takes memory
+when it is first written (models/batch.py), so the pool's memory is the most blocks the work held at once:
+the prefix cache lives in the blocks that moment left free and never takes memory of its own, which would
+otherwise grow, block by block, to the whole pool.
 """
 from __future__ import annotations
 
@@ -33,15 +36,20 @@ class BlockPool:
     def num_used(self) -> int:
         return self.n_blocks - 1 - self.num_free
 
+    @property
+    def num_written(self) -> int:
+        """Blocks ever handed out (the null block aside): on the CPU, the blocks that have taken memory."""
+        return self.n_blocks - 1 - len(self._never_used)
+
     def take(self) -> int:
         """A free block for new keys (the caller checks num_free first); it holds nothing reusable any more."""
         if self._spare:
             block = self._spare.pop()
-        elif self._never_used:
-            block = self._never_used.pop()
         elif self._cached:
             block, _ = self._cached.popitem(last=False)
             self.unregister(block)
+        elif self._never_used:
+            block = self._never_used.pop()
         else:
             raise RuntimeError("no free block")
         self.refs[block] = 1

@@ -246,7 +246,8 @@ class Engine:
                 "max_len": self.max_len, "steps": self.steps, "step_tokens": self.step_tokens,
                 "phase_seconds": {k: round(v, 3) for k, v in self.timings.items()},
                 "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
-                "blocks_used": blocks.pool.num_used, "preemptions": self.scheduler.num_preemptions,
+                "blocks_used": blocks.pool.num_used, "blocks_written": blocks.pool.num_written,
+                "preemptions": self.scheduler.num_preemptions,
                 "prefix_reused_tokens": blocks.reused_tokens}
 
     # ---- the engine thread ----

@@ -1,12 +1,13 @@
 """Weight quantization at load time through bitsandbytes: bnb_int8 | nf4 | fp4 (the CUDA path; an option on the CPU).
 
 Every eligible `nn.Linear` of an already loaded float network is swapped for its bitsandbytes layer,
-built from the float weights it replaces (biases kept in float):
+built from the float weights it replaces (biases kept unquantized, in the compute dtype):
 - bnb_int8: `Linear8bitLt` (LLM.int8(): int8 weights with one float scale per output row; activations are
   cast to float16, quantized per row and multiplied in int8; with a threshold > 0, input columns holding a
   value above it are multiplied in float16 instead: see `int8_threshold`);
 - nf4 / fp4: `Linear4bit` (two 4-bit codes per byte, one absmax per block of 64 weights).
-The embedding and the LM head stay in full precision by default (`DEFAULT_SKIP`).
+The embedding and the LM head stay unquantized by default (`DEFAULT_SKIP`); they and the norms are cast to the
+compute dtype.
 
 Refusals are `QuantizationError` (a ValueError), raised at load and never turned into a silent fallback to
 another mode: an unknown mode, a device other than cpu and cuda, a missing or too old bitsandbytes, or a
@@ -67,8 +68,9 @@ def quantize_bnb(module: nn.Module, mode: str, device: torch.device | str = "cpu
 
     Eligible: exactly `nn.Linear` (not a subclass), and neither its full name (`layers.0.mlp.down_proj`) nor
     its last name part (`lm_head`) is in `skip`. Everything else (embeddings, norms, skipped layers) is
-    moved to `device` unchanged. `compute_dtype` is the 4-bit layers' compute dtype (default: the dtype of
-    the weights); inputs and outputs keep their dtype. `int8_threshold` (bnb_int8 only) is LLM.int8()'s outlier
+    moved to `device`, its floating parameters cast to `compute_dtype`. `compute_dtype` is what the network
+    computes in (default: the dtype of the weights, and nothing is cast); the swapped layers' inputs and
+    outputs keep their dtype. `int8_threshold` (bnb_int8 only) is LLM.int8()'s outlier
     threshold, 0 for none; by default INT8_THRESHOLD of the device type. Every swapped layer is run once on
     a dummy input, so a layer the kernels cannot run is refused here, naming it, and CPU weight repacking
     happens now rather than on the first request.
@@ -87,7 +89,7 @@ def quantize_bnb(module: nn.Module, mode: str, device: torch.device | str = "cpu
         parent_name, _, child = name.rpartition(".")
         setattr(module.get_submodule(parent_name), child, layer)
         swapped.add(id(layer))
-    _move_the_rest(module, dev, swapped)
+    _move_the_rest(module, dev, swapped, compute_dtype)
     return module
 
 
@@ -108,7 +110,8 @@ def _swap(bnb: Any, linear: nn.Linear, mode: str, device: torch.device, compute_
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, blocksize=FOUR_BIT_BLOCKSIZE,
                                          compress_statistics=False, quant_type=mode, module=layer).to(device)
     if bias:
-        layer.bias = nn.Parameter(linear.bias.detach().to(device), requires_grad=False)
+        # in the compute dtype, as the layers' own forward would cast it on its first call
+        layer.bias = nn.Parameter(linear.bias.detach().to(device=device, dtype=compute_dtype), requires_grad=False)
     return layer.train(linear.training)
 
 
@@ -134,15 +137,19 @@ def _validated(layer: nn.Linear, name: str, mode: str, device: torch.device, dty
     return layer
 
 
-def _move_the_rest(module: nn.Module, device: torch.device, swapped: set[int]) -> None:
-    """Move every parameter and buffer outside the swapped layers to `device`, keeping tied ones tied."""
+def _move_the_rest(module: nn.Module, device: torch.device, swapped: set[int], dtype: torch.dtype | None) -> None:
+    """Move every parameter and buffer outside the swapped layers to `device`, keeping tied ones tied; floating
+    parameters (norms, embeddings, skipped layers) are cast to `dtype`, the compute dtype, unless it is None.
+    The network is read in float32 for quantizing (models/quant/__init__.py), so without the cast its norms
+    and embeddings would stay float32 in a bfloat16 network, and so would what reads its dtype from them."""
     moved: dict[int, nn.Parameter] = {}
     for m in module.modules():
         if id(m) in swapped:
             continue
         for name, p in list(m.named_parameters(recurse=False)):
             if id(p) not in moved:
-                moved[id(p)] = nn.Parameter(p.detach().to(device), requires_grad=p.requires_grad)
+                cast = dtype if dtype is not None and p.is_floating_point() else p.dtype
+                moved[id(p)] = nn.Parameter(p.detach().to(device=device, dtype=cast), requires_grad=p.requires_grad)
             setattr(m, name, moved[id(p)])
         for name, b in list(m.named_buffers(recurse=False)):
             setattr(m, name, b.to(device))

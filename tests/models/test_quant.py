@@ -219,9 +219,6 @@ def test_tiny_llama_swapped_layers_take_the_memory_the_mode_promises(mode: str, 
     assert weight_bytes(net) - after == kept and type(net.lm_head) is nn.Linear
 
 
-@pytest.mark.xfail(reason="known regression from the quantized loader's merge: a bitsandbytes network loaded for "
-                          "bfloat16 reports float32 (LlamaNetwork.dtype reads the final norm); open in issue 12",
-                   strict=False)
 @pytest.mark.parametrize("mode", QUANTIZED)
 def test_tiny_llama_in_bfloat16_keeps_its_dtype_outside_the_swapped_layers(mode: str, tiny_llama: Path) -> None:
     runnable(mode)

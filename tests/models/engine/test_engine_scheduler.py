@@ -261,3 +261,37 @@ def test_a_sequence_back_from_preemption_takes_its_own_cached_blocks_generated_o
     whole = (b.num_tokens - 1) // BLOCK_SIZE
     assert b.blocks[:whole] == held[:whole] and b.num_computed == whole * BLOCK_SIZE and not b.is_prefilling
     assert step.prefills == [] and step.decodes == []  # it decodes again from the next step
+
+
+def test_blocks_released_are_taken_again_before_any_never_written_one():
+    """On the CPU a block takes memory when first written: a pool that reuses released blocks (cached ones
+    included) before fresh ones holds the most blocks the work held at once, not every block it ever cached."""
+    sched = Scheduler(_blocks(64), max_batch=4, prefill_chunk=512)
+    a = _seq("a", 3 * BLOCK_SIZE + 5)
+    sched.add(a)
+    _run_step(sched)
+    held = set(a.blocks)
+    sched.finish(a)  # its 3 whole blocks stay cached, its last one is spare
+    b = _seq("b", 3 * BLOCK_SIZE + 5, first=9000)  # shares nothing with a
+    sched.add(b)
+    _run_step(sched)
+    assert set(b.blocks) == held and b.num_computed == len(b.prompt_ids)
+    assert sched.blocks.pool.num_written == len(held)
+
+
+def test_a_finished_sequence_s_first_blocks_are_the_last_of_its_blocks_overwritten():
+    """Its blocks are released last first, so a later prompt with its prefix (a shared system prompt) still
+    finds the prefix after other work has taken some of them."""
+    sched = Scheduler(_blocks(64), max_batch=4, prefill_chunk=512)
+    a = _seq("a", 3 * BLOCK_SIZE + 5)
+    sched.add(a)
+    _run_step(sched)
+    prefix = a.blocks[:2]
+    sched.finish(a)
+    b = _seq("b", BLOCK_SIZE + 5, first=9000)  # takes a's spare last block and one cached block
+    sched.add(b)
+    _run_step(sched)
+    c = Sequence(GenerationRequest("c", GenerationParams(), prompt="x"), a.prompt_ids[:2 * BLOCK_SIZE] + [9])
+    sched.add(c)
+    sched.schedule()
+    assert c.blocks[:2] == prefix and c.num_computed == 2 * BLOCK_SIZE
