@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +23,9 @@ from genq.store.schema import ApiKey, utcnow
 PREFIX = "genq_"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_KEY_CHARS = 128  # ours are 48; anything longer names no key and is not hashed
+
+
+_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("key_hash"))  # built once: every request runs it
 
 
 class KeyNameTaken(ValueError):
@@ -92,5 +95,5 @@ class ApiKeyStore:
         if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
             return None
         with self._reads() as session:
-            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest(value))).one_or_none()
+            row = session.scalars(_BY_HASH, {"key_hash": digest(value)}).one_or_none()
             return KeyInfo.of(row) if row is not None else None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, cast, exists, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
@@ -149,26 +149,11 @@ def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> Qu
     if job.status != JobStatus.QUEUED.value:
         return None
     now = now or utcnow()
-    queued = (Job.model == job.model, Job.status == JobStatus.QUEUED.value)
-    # two index ranges: higher priority; same priority and earlier (ties by id)
-    higher = select(Job.id).where(*queued, Job.priority > job.priority).limit(POSITION_CAP).subquery()
-    earlier = select(Job.id).where(
-        *queued, Job.priority == job.priority,
-        or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
-    ).limit(POSITION_CAP).subquery()
-    recent = select(Job.completed_at).where(
-        Job.model == job.model, Job.completed_at >= now - WAIT_WINDOW, Job.status.in_(sorted(JobStatus.TERMINAL)),
-        Job.started_at.is_not(None),
-    ).order_by(Job.completed_at.desc()).limit(RATE_SAMPLE).subquery()
-    stmt = select(
-        select(func.count()).select_from(higher).scalar_subquery(),
-        select(func.count()).select_from(earlier).scalar_subquery(),
-        select(func.count()).select_from(recent).scalar_subquery(),
-        select(func.min(recent.c.completed_at)).scalar_subquery(),
-        exists().where(PausedQueue.model == job.model),
-    )
     with store.reads() as session:
-        n_higher, n_earlier, done, oldest, is_paused = session.execute(stmt).one()
+        n_higher, n_earlier, done, oldest, is_paused = session.execute(_QUEUE_INFO_ONE, {
+            "model": job.model, "priority": job.priority, "created_at": job.created_at, "job_id": job.id,
+            "since": now - WAIT_WINDOW,
+        }).one()
     position = min(POSITION_CAP, n_higher + n_earlier)
     span = WAIT_WINDOW.total_seconds()
     if done >= RATE_SAMPLE and oldest is not None:  # a busy model: its last RATE_SAMPLE jobs' pace
@@ -176,6 +161,34 @@ def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> Qu
     rate = done / span
     return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, bool(is_paused),
                      at_least=position >= POSITION_CAP)
+
+
+def _queue_info_one_statement() -> Select[Any]:
+    """queue_info_one's statement, built once (building it is most of a poll's Python time otherwise): the
+    jobs ahead in two index ranges (higher priority; same priority and earlier, ties by id), each counted to
+    POSITION_CAP, the model's last RATE_SAMPLE finished jobs since `since`, and whether its queue is paused."""
+    model, priority = bindparam("model", type_=Job.model.type), bindparam("priority", type_=Job.priority.type)
+    created_at, job_id = bindparam("created_at", type_=Job.created_at.type), bindparam("job_id", type_=Job.id.type)
+    queued = (Job.model == model, Job.status == JobStatus.QUEUED.value)
+    higher = select(Job.id).where(*queued, Job.priority > priority).limit(POSITION_CAP).subquery()
+    earlier = select(Job.id).where(
+        *queued, Job.priority == priority,
+        or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)),
+    ).limit(POSITION_CAP).subquery()
+    recent = select(Job.completed_at).where(
+        Job.model == model, Job.completed_at >= bindparam("since", type_=Job.completed_at.type),
+        Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
+    ).order_by(Job.completed_at.desc()).limit(RATE_SAMPLE).subquery()
+    return select(
+        select(func.count()).select_from(higher).scalar_subquery(),
+        select(func.count()).select_from(earlier).scalar_subquery(),
+        select(func.count()).select_from(recent).scalar_subquery(),
+        select(func.min(recent.c.completed_at)).scalar_subquery(),
+        exists().where(PausedQueue.model == model),
+    )
+
+
+_QUEUE_INFO_ONE = _queue_info_one_statement()
 
 
 def _utc(when: datetime) -> datetime:
