@@ -18,6 +18,7 @@ import pytest
 import requests
 from e2e_helpers import ApiThread, Child, read_sse, wait_for_job, wait_until
 from private_postgres import PrivatePostgres, private_postgres  # noqa: F401  (fixture)
+from sqlalchemy import select
 from tiny_model import TINY_MODEL, tiny_gguf  # noqa: F401  (fixture)
 from webhooks.receiver import Receiver
 
@@ -25,6 +26,7 @@ from api import create_app
 from api.services import EXTENSION_KEY
 from genq.settings import Settings
 from genq.store import migrate
+from genq.store.schema import WebhookDelivery
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +123,15 @@ def test_jobs_finished_while_the_database_is_down_are_stored_once_it_is_back(
                     if job["status"] == "succeeded"}
             return done >= set(ids)
 
-        wait_until(webhooks_arrived, 150, "a completed webhook did not arrive")
+        try:
+            wait_until(webhooks_arrived, 150, "a completed webhook did not arrive")
+        except TimeoutError:  # say which, and where their deliveries stand
+            with app.extensions[EXTENSION_KEY].sessions() as session:
+                rows = session.execute(select(WebhookDelivery.job_id, WebhookDelivery.event, WebhookDelivery.status,
+                                              WebhookDelivery.attempt_count, WebhookDelivery.next_attempt_at,
+                                              WebhookDelivery.locked_until, WebhookDelivery.dispatched_at)
+                                       .where(WebhookDelivery.event == "job.completed")).all()
+            raise AssertionError(f"deliveries: {rows}\nworker: {worker.output(80)}") from None
     finally:
         worker.stop()
         api.stop()
