@@ -14,9 +14,9 @@ is ever run at a shape set by the batch:
 - Attention (`attend`) runs a fixed number of query rows per product: a decode step's rows are one query
   per sequence per head of a kv head (fixed by the model), and a prefill chunk's rows go in tiles of
   `PREFILL_QUERY_TILE`. It reduces over the head dimension (fixed by the model) for the scores, softmaxes over
-  whole blocks of keys (hidden keys weigh exactly 0), and multiplies the weights by the values one block of
-  keys at a time (`DECODE_KEY_BLOCK`, `PREFILL_KEY_BLOCK`), adding the blocks' products in key order (in
-  float32). How many keys a step reads (set by its longest sequence, or by where a prompt's chunk ends) then
+  whole blocks of keys (hidden keys weigh exactly 0), and multiplies the weights by the values per block of
+  keys (`DECODE_KEY_BLOCK`, `PREFILL_KEY_BLOCK`; every block's product in one batched call), adding the
+  blocks' products in key order (in float32). How many keys a step reads (set by its longest sequence, or by where a prompt's chunk ends) then
   changes only how many zero blocks are added, and adding 0 is exact.
 
 What is assumed of the kernels, and checked where the tests run: a row's result of a projection does not
@@ -161,12 +161,13 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     weights = scores.softmax(dim=-1)
     if s == block:
         return torch.bmm(weights, v)
-    if q.dtype == torch.float32:  # accumulate in place, in float32 already
-        out = torch.bmm(weights[:, :, :block], v[:, :block])
-        for lo in range(block, s, block):
-            out.baddbmm_(weights[:, :, lo:lo + block], v[:, lo:lo + block])
-        return out
-    out = torch.bmm(weights[:, :, :block], v[:, :block]).float()
-    for lo in range(block, s, block):
-        out += torch.bmm(weights[:, :, lo:lo + block], v[:, lo:lo + block]).float()
+    # every block's P @ V in one batched product, (B * n, M, block) @ (B * n, block, hd): each block's product
+    # at the same shape as alone (a fixed reduction length, block); then the blocks' products added in key order
+    # in float32, one at a time (a sum over the block dim could group them by how many there are)
+    b, m, hd, n = q.shape[0], q.shape[1], v.shape[2], s // block
+    w = weights.view(b, m, n, block).transpose(1, 2).reshape(b * n, m, block)
+    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd)
+    out = parts[:, 0].float() if q.dtype != torch.float32 else parts[:, 0].clone()
+    for i in range(1, n):
+        out += parts[:, i]  # a bfloat16 part is widened exactly, then added in float32
     return out.to(q.dtype)

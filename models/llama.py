@@ -83,22 +83,26 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.split = (q_size, kv_size, kv_size)
         self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias)
 
     def forward(self, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
         n, h, kvh, hd = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = project(self.qkv_proj, x, step.tiling).split(self.split, dim=-1)
-        q = RotaryEmbedding.apply(q.view(n, h, hd), step.cos, step.sin)  # (N, H, hd)
-        k = RotaryEmbedding.apply(k.view(n, kvh, hd), step.cos, step.sin)  # (N, KV, hd)
+        qkv = project(self.qkv_proj, x, step.tiling)
+        # q's and k's heads rotated together (elementwise: the same bits as one by one, in half the ops)
+        qk = RotaryEmbedding.apply(qkv[:, :(h + kvh) * hd].view(n, h + kvh, hd), step.cos, step.sin)
+        q, k = qk[:, :h], qk[:, h:]  # (N, H, hd), (N, KV, hd)
+        v = qkv[:, (h + kvh) * hd:]
         k_pool, v_pool = cache.k[self.layer], cache.v[self.layer]  # (KV, n_blocks, BLOCK_SIZE, hd) views
         # every token's k/v at its own position: (KV, n_blocks * BLOCK_SIZE, hd) <- (KV, N, hd)
         k_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, k.transpose(0, 1))
         v_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, v.view(n, kvh, hd).transpose(0, 1))
 
-        out = torch.empty(n, h, hd, dtype=x.dtype, device=x.device)
         b = step.num_decode
+        if b == n:  # a step of decode tokens only: no buffer to gather the parts in
+            return project(self.o_proj, self._decode_attention(q, k_pool, v_pool, step).view(n, h * hd),
+                           step.tiling)
+        out = torch.empty(n, h, hd, dtype=x.dtype, device=x.device)
         if b:
             out[:b] = self._decode_attention(q[:b], k_pool, v_pool, step)
         for (offset, _row, _start, length), blocks, bias in zip(step.prefills, step.prefill_blocks,
