@@ -7,8 +7,9 @@ are decoding steadily, one request with a prompt of about `--prompt-tokens` toke
 prefilled in chunks (the step's token budget, `prefill_chunk`), so the others keep getting a token in every step.
 Each token the decoding requests receive is timed, and the script prints one JSON line:
 - `before`: their inter-token gaps (ms: p50, p90, max) while they decode alone;
-- `during`: the same gaps from the long request's submission to its first token (its whole prefill), and how
-  many tokens each decoding request received in that span;
+- `during`: the same gaps from the long request's submission to its first token (its whole prefill), how
+  many text deltas each decoding request received in that span (a token that completes no character sends
+  none), and the engine steps in it (each gives every decoding request one token) with their mean duration;
 - `long`: the long prompt's token count, its time to first token, and its prefill rate in tokens/s.
 
 A decoding request that got no token during the prefill would show as `min_tokens_during: 0`: the batch stalled.
@@ -44,18 +45,19 @@ def summary(gaps: list[float]) -> dict[str, float]:
 
 
 def long_prompt(engine: Any, tokens: int) -> str:
-    """English sentences from the long-document workload's words, cut to about `tokens` prompt tokens."""
+    """English sentences from the long-document workload's words: at least `tokens` prompt tokens (up to 10
+    sentences more)."""
     import random
 
     rng = random.Random(5)
     words = WORDS["en"]
     text = ""
     while True:
-        chunk = " ".join(sentence(rng, words, rng.randint(8, 20)) for _ in range(40))
+        chunk = " ".join(sentence(rng, words, rng.randint(8, 20)) for _ in range(10))
         candidate = (text + " " + chunk).strip()
         n = len(engine.encode(GenerationRequest("probe", GenerationParams(max_new_tokens=1), prompt=candidate)))
-        if n > tokens:
-            return text + "\nSummarize the text above."
+        if n >= tokens:
+            return candidate + "\nSummarize the text above."
         text = candidate
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.builtin import smollm2_gguf_path
     from models.engine import EngineConfig, load_engine
 
-    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(), quantization=a.quantization).start()
+    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto"), quantization=a.quantization).start()
     try:
         prompt = long_prompt(engine, a.prompt_tokens)
         times: dict[str, list[float]] = {}
@@ -92,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             if event.kind == "delta" and not first:
                 first.append(time.perf_counter())
 
-        t0 = time.perf_counter()
+        steps0, t0 = engine.stats()["steps"], time.perf_counter()
         long = engine.submit(GenerationRequest("long", GenerationParams(max_new_tokens=8, ignore_eos=True),
                                                prompt=prompt), long_listener)
         result = long.wait()
         t1 = first[0] if first else time.perf_counter()
+        steps = engine.stats()["steps"] - steps0  # every decoding request gets a token in every step
         for h in handles:
             h.cancel()
         with lock:
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({
             "decoding": a.decoding, "quantization": a.quantization,
             "before": summary(before),
-            "during": {**summary(during), "min_tokens_during": min(len(v) for v in during_times.values())},
+            "during": {**summary(during), "min_tokens_during": min(len(v) for v in during_times.values()),
+                       "steps": steps, "ms_per_step": round(ttft * 1000 / max(steps, 1), 1)},
             "long": {"prompt_tokens": result.prompt_tokens, "ttft_s": round(ttft, 2),
                      "prefill_tok_per_s": round(result.prompt_tokens / ttft, 1),
                      "finish_reason": result.finish_reason},
