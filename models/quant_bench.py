@@ -1,6 +1,7 @@
 """Weight memory, decode speed and agreement with float32 of each quantization mode on the default model.
 
     python -m models.quant_bench [--threads 2] [--modes none,int8,int4,bnb_int8,nf4,fp4] [--context 200] [--device cpu]
+        [--dtype auto]
     python -m models.quant_bench --layer      # one 576x1536 Linear at batch 1 and 64 instead
 
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from models.batch import BatchPlan, KVCache
 from models.builtin import smollm2_gguf_path
+from models.dtypes import DTYPES, resolve_dtype
 from models.llama import LlamaNetwork
 from models.quant import QUANT_MODES, load_quantized_network, quantize_network, weight_bytes
 
@@ -107,6 +109,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, modes interleaved; the best is kept")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto", help="compute dtype of every mode (models/dtypes.py; auto: the "
+                    "device's native one); the agreement reference stays float32")
     ap.add_argument("--layer", action="store_true", help="time one 576x1536 Linear instead of the model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,6 +119,7 @@ def main() -> None:
     torch.manual_seed(0)
     path = smollm2_gguf_path()
     modes = args.modes.split(",")
+    dtype = DTYPES[resolve_dtype(args.dtype, args.device)]
 
     from models.gguf import GGUFFile
     from models.tokenizer import Tokenizer
@@ -130,9 +135,10 @@ def main() -> None:
     nets, rows = {}, {}
     for mode in modes:
         t0 = time.perf_counter()
-        _, net = load_quantized_network(path, mode, device=args.device)
+        _, net = load_quantized_network(path, mode, dtype=dtype, device=args.device)
         load_s = time.perf_counter() - t0
-        linears = swapped_layer_bytes(net) if mode != "none" else float_linear_bytes
+        linears = swapped_layer_bytes(net) if mode != "none" else \
+            sum(weight_bytes(m) for m in net.modules() if type(m) is nn.Linear)
         logp = net.forward_full(text_ids).log_softmax(-1)
         rows[mode] = dict(
             load_s=load_s, total=weight_bytes(net), linears=linears,
@@ -156,7 +162,7 @@ def main() -> None:
                 best[mode, b] = min(best[mode, b], best_time(step, repeat=max(3, 24 // b)))
         del cache
 
-    print(f"SmolLM2-135M-Instruct (GGUF), torch {torch.__version__}, {args.threads} threads, {args.device}, "
+    print(f"SmolLM2-135M-Instruct (GGUF), torch {torch.__version__}, {args.threads} threads, {args.device}, {dtype}, "
           f"decode context ~{args.context}, text {len(text_ids)} tokens")
     print(f"{'mode':5} {'load s':>6} {'weights MiB':>11} {'linears MiB':>11} {'ratio':>5} "
           + " ".join(f"{f'B={b} tok/s':>11}" for b in BATCHES) + f" {'agree':>6} {'KL':>6} {'greedy':>7}")
