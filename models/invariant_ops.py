@@ -16,8 +16,9 @@ is ever run at a shape set by the batch:
   `PREFILL_QUERY_TILE`. It reduces over the head dimension (fixed by the model) for the scores, softmaxes over
   whole blocks of keys (hidden keys weigh exactly 0), and multiplies the weights by the values per block of
   keys (`DECODE_KEY_BLOCK`, `PREFILL_KEY_BLOCK`; every block's product in one batched call), adding the
-  blocks' products in key order (in float32). How many keys a step reads (set by its longest sequence, or by where a prompt's chunk ends) then
-  changes only how many zero blocks are added, and adding 0 is exact.
+  blocks' products in float32 by a fixed pairwise tree (block 2i with block 2i + 1, level by level, over the
+  blocks rounded up to a power of two). How many keys a step reads (set by its longest sequence, or by where
+  a prompt's chunk ends) then changes only how many zero blocks the tree adds, and adding 0 is exact.
 
 What is assumed of the kernels, and checked where the tests run: a row's result of a projection does not
 depend on its place in the tile or on the tile's other rows, and a batched product with a fixed reduction
@@ -134,11 +135,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     `block`s (views of the cache are fine), bias (B or 1, M, S): 0 = attend, -inf = hidden. Returns (B, M, hd)
     in q's dtype.
 
-    scores = q k^T reduces over hd only; the softmax is over S; P @ V is summed block by block in key order
-    (in float32), so a row's result is the same for any S that covers its visible keys. The products' row
-    count is M, or `row_tile` when given: the rows then go through in tiles of that height (the last one
-    zero-padded), for callers whose M is set by the batch (a kernel may add up a row differently at another
-    row count: measured, a float32 q k^T row at M = 1 or 2 against M = 5).
+    scores = q k^T reduces over hd only; the softmax is over S; P @ V is multiplied block by block and the blocks'
+    products summed by a fixed pairwise tree (in float32), so a row's result is the same for any S that covers its
+    visible keys. The products' row count is M, or `row_tile` when given: the rows then go through in tiles of that
+    height (the last one zero-padded), for callers whose M is set by the batch (a kernel may add up a row
+    differently at another row count: measured, a float32 q k^T row at M = 1 or 2 against M = 5).
     """
     s = k.shape[1]
     if s % block:
@@ -162,12 +163,15 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     if s == block:
         return torch.bmm(weights, v)
     # every block's P @ V in one batched product, (B * n, M, block) @ (B * n, block, hd): each block's product
-    # at the same shape as alone (a fixed reduction length, block); then the blocks' products added in key order
-    # in float32, one at a time (a sum over the block dim could group them by how many there are)
+    # at the same shape as alone (a fixed reduction length, block); then the blocks' products added in float32
+    # by a fixed pairwise tree over n rounded up to a power of two (the missing blocks are zeros). Blocks past a
+    # row's keys are zeros too, so a row's sum is the same whatever n: a larger tree only adds zeros to it.
     b, m, hd, n = q.shape[0], q.shape[1], v.shape[2], s // block
     w = weights.view(b, m, n, block).transpose(1, 2).reshape(b * n, m, block)
-    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd)
-    out = parts[:, 0].float() if q.dtype != torch.float32 else parts[:, 0].clone()
-    for i in range(1, n):
-        out += parts[:, i]  # a bfloat16 part is widened exactly, then added in float32
-    return out.to(q.dtype)
+    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd).float()
+    width = 1 << (n - 1).bit_length()
+    if width > n:
+        parts = F.pad(parts, (0, 0, 0, 0, 0, width - n))
+    while parts.shape[1] > 1:
+        parts = parts[:, 0::2] + parts[:, 1::2]  # block 2i + block 2i+1, in float32
+    return parts[:, 0].to(q.dtype)

@@ -8,8 +8,9 @@ projections are one Linear (`gate_up_proj`, rows gate then up).
 `forward(plan, cache)` runs one engine step (models/batch.py): the step's tokens are a flat (N,) list,
 decode tokens first, then prefill chunks. Every layer writes each token's k/v at its position in its
 row's blocks of the paged cache, then attends:
-- all decode tokens together, in one batched attention over their rows' blocks (gathered in table order)
-  up to the longest position in the step, with a mask hiding each row's positions beyond its own;
+- the decode tokens in groups of similar length (`decode_groups`), each group in one batched attention over
+  its rows' blocks (gathered in table order) up to its longest position, with a mask hiding each row's
+  positions beyond its own;
 - each prefill chunk causally over its own row's positions [0, start + length).
 """
 from __future__ import annotations
@@ -61,6 +62,40 @@ class RMSNorm(nn.Module):
 
 
 @dataclass
+class _DecodeGroup:
+    """Decode rows attended together: each reads `length` keys (its longest row's, in whole key blocks)."""
+
+    rows: torch.Tensor | None  # (G,) indices into the step's decode rows; None: all of them, in order
+    blocks: torch.Tensor  # (G * nb,) the rows' first nb blocks, row-major (null-padded)
+    length: int  # keys per row: nb * BLOCK_SIZE
+    bias: torch.Tensor  # (KV * G, group, length) float, kv-major: 0 = attend, -inf = hidden
+
+
+# A group of decode rows costs a few more small products per layer (about 16 rows' worth of one key block, on
+# a 2-core CPU); rows are split into groups only where reading fewer padded keys saves more than that.
+GROUP_OVERHEAD_BLOCKS = 16
+
+
+def decode_groups(spans: list[int], overhead: int = GROUP_OVERHEAD_BLOCKS) -> list[list[int]]:
+    """Rows (indices into `spans`, each row's key blocks) cut into groups, each padded to its longest row: the
+    cut that minimizes the blocks read (rows x their group's longest span) plus `overhead` a group. One group
+    when the rows are alike (a lone sequence always). Rows keep their order within a group."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    n = len(order)
+    best = [0] + [0] * n  # best[j]: the least cost of the first j rows (in span order)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = spans[order[j - 1]]
+        best[j], cut[j] = min((best[i] + (j - i) * longest + overhead, i) for i in range(j))
+    groups: list[list[int]] = []
+    j = n
+    while j:
+        groups.append(sorted(order[cut[j]:j]))
+        j = cut[j]
+    return groups[::-1]
+
+
+@dataclass
 class _Step:
     """What every layer of one forward needs, computed once per step."""
 
@@ -69,9 +104,7 @@ class _Step:
     sin: torch.Tensor  # (N, 1, head_dim)
     num_decode: int
     tiling: RowTiling  # how the step's rows are cut for projections (models/invariant_ops.py)
-    decode_blocks: torch.Tensor | None  # (B * nb,) the decode rows' first nb blocks, row-major (null-padded)
-    decode_len: int  # keys per decode row: nb * BLOCK_SIZE, the longest decode position + 1 in whole key blocks
-    decode_bias: torch.Tensor | None  # (KV * B, group, decode_len) float, kv-major: 0 = attend, -inf = hidden
+    decode_groups: list[_DecodeGroup]  # the decode rows, in groups of similar length (see decode_groups)
     prefills: list[tuple[int, int, int, int]]  # (offset, row, start, length)
     prefill_blocks: list[torch.Tensor]  # per chunk, (S / BLOCK_SIZE,) its row's first blocks (null-padded)
     prefill_biases: list[torch.Tensor]  # (1, length * group, S) float: 0 = attend, -inf = hidden
@@ -136,20 +169,32 @@ class Attention(nn.Module):
         """Attention of the B decode queries q (B, H, hd) over their rows' blocks; returns (B, H, hd).
 
         One query per sequence, so each kv head's group of query heads plays the query-length dim: per
-        (kv head, row), q (group, hd) against k, v (decode_len, hd), and no copy of k/v per query head.
-        The rows' blocks are gathered once per layer, in table order, into (KV * B, decode_len, hd): which
+        (kv head, row), q (group, hd) against k, v (length, hd), and no copy of k/v per query head.
+        Rows go in groups of similar length (decode_groups), each padded to its longest row. A group's blocks
+        are gathered once per layer, in table order, into (KV * G, length, hd): which
         blocks of the pool a row holds never changes its keys' order or values. Batched matmuls rather than
         scaled_dot_product_attention: faster on CPU for these shapes, and their reductions are at fixed
         shapes (models/invariant_ops.py).
         """
-        b, kvh, group, hd, length = q.shape[0], self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, \
-            step.decode_len
-        if step.decode_bias is None or step.decode_blocks is None:  # set by _prepare whenever the step decodes
+        b = q.shape[0]
+        if not step.decode_groups:  # set by _prepare whenever the step decodes
             raise RuntimeError("decode attention for a step without decode tokens")
-        k = k_pool.index_select(1, step.decode_blocks).view(kvh * b, length, hd)  # (KV * B, len, hd)
-        v = v_pool.index_select(1, step.decode_blocks).view(kvh * b, length, hd)
-        rows_q = q.view(b, kvh, group, hd).transpose(0, 1).reshape(kvh * b, group, hd)
-        o = attend(rows_q, k, v, step.decode_bias, hd ** -0.5, DECODE_KEY_BLOCK)  # (KV * B, group, hd)
+        if len(step.decode_groups) == 1 and step.decode_groups[0].rows is None:
+            return self._attend_group(q, k_pool, v_pool, step.decode_groups[0])
+        out = q.new_empty(b, self.n_heads, self.head_dim)
+        for g in step.decode_groups:
+            rows = g.rows if g.rows is not None else torch.arange(b, device=q.device)
+            out.index_copy_(0, rows, self._attend_group(q.index_select(0, rows), k_pool, v_pool, g))
+        return out
+
+    def _attend_group(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                      g: _DecodeGroup) -> torch.Tensor:
+        b, kvh, group, hd, length = q.shape[0], self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, \
+            g.length
+        k = k_pool.index_select(1, g.blocks).view(kvh * b, length, hd)  # (KV * G, len, hd)
+        v = v_pool.index_select(1, g.blocks).view(kvh * b, length, hd)
+        rows_q = q.reshape(b, kvh, group, hd).transpose(0, 1).reshape(kvh * b, group, hd)
+        o = attend(rows_q, k, v, g.bias, hd ** -0.5, DECODE_KEY_BLOCK)  # (KV * G, group, hd)
         return o.view(kvh, b, group, hd).transpose(0, 1).reshape(b, self.n_heads, hd)
 
 
@@ -256,28 +301,34 @@ class LlamaNetwork(nn.Module):
         kvh, group = self.cfg.num_kv_heads, self.cfg.num_heads // self.cfg.num_kv_heads
 
         b = plan.num_decode
-        decode_blocks, decode_len, decode_bias = None, 0, None
+        groups: list[_DecodeGroup] = []
         if b:
             pos = positions[:b]
-            decode_len = key_span(int(pos.max()) + 1, DECODE_KEY_BLOCK)
-            decode_blocks = _first_blocks(tables[slots[:b]], decode_len // BLOCK_SIZE).reshape(-1)
-            bias = attention_bias(pos, decode_len, window, self.dtype)  # (B, decode_len)
-            # every query head of a row shares the row's mask: (KV, B, group, len) -> (KV * B, group, len)
-            decode_bias = bias[None, :, None, :].expand(kvh, -1, group, -1).reshape(-1, group, decode_len)
+            spans = [key_span(p + 1, DECODE_KEY_BLOCK) // DECODE_KEY_BLOCK for p in plan.positions[:b].tolist()]
+            parts = decode_groups(spans, GROUP_OVERHEAD_BLOCKS)
+            for part in parts:
+                rows = None if len(parts) == 1 else torch.tensor(part, dtype=torch.long, device=dev)
+                length = max(spans[i] for i in part) * DECODE_KEY_BLOCK
+                row_pos = pos if rows is None else pos[rows]
+                row_slots = slots[:b] if rows is None else slots[:b][rows]
+                blocks = _first_blocks(tables[row_slots], length // BLOCK_SIZE).reshape(-1)
+                bias = attention_bias(row_pos, length, window, self.dtype)  # (G, length)
+                # every query head of a row shares the row's mask: (KV, G, group, len) -> (KV * G, group, len)
+                bias = bias[None, :, None, :].expand(kvh, -1, group, -1).reshape(-1, group, length)
+                groups.append(_DecodeGroup(rows, blocks, length, bias))
 
-        blocks: list[torch.Tensor] = []
+        prefill_blocks: list[torch.Tensor] = []
         biases: list[torch.Tensor] = []
         for _offset, row, start, length in plan.prefills:
             if length <= 0 or start < 0 or start + length > cache.max_len:
                 raise ValueError(f"plan: prefill chunk (start {start}, length {length}) does not fit the cache")
             keys = key_span(start + length, PREFILL_KEY_BLOCK)
-            blocks.append(_first_blocks(tables[row:row + 1], keys // BLOCK_SIZE)[0])
+            prefill_blocks.append(_first_blocks(tables[row:row + 1], keys // BLOCK_SIZE)[0])
             q_pos = torch.arange(start, start + length, device=dev)
             bias = attention_bias(q_pos, keys, window, self.dtype)  # (T, S)
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         tiling = RowTiling.for_step(n, b, self.dtype)
-        return _Step(write_index, cos, sin, b, tiling, decode_blocks, decode_len, decode_bias, list(plan.prefills),
-                     blocks, biases)
+        return _Step(write_index, cos, sin, b, tiling, groups, list(plan.prefills), prefill_blocks, biases)
 
 
 def _first_blocks(tables: torch.Tensor, width: int) -> torch.Tensor:
