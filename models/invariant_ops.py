@@ -164,14 +164,16 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
         return torch.bmm(weights, v)
     # every block's P @ V in one batched product, (B * n, M, block) @ (B * n, block, hd): each block's product
     # at the same shape as alone (a fixed reduction length, block); then the blocks' products added in float32
-    # by a fixed pairwise tree over n rounded up to a power of two (the missing blocks are zeros). Blocks past a
-    # row's keys are zeros too, so a row's sum is the same whatever n: a larger tree only adds zeros to it.
+    # by a fixed pairwise tree, as over n rounded up to a power of two with zero blocks after the last. Blocks
+    # past a row's keys are zeros too, so a row's sum is the same whatever n: a larger tree only adds zeros.
     b, m, hd, n = q.shape[0], q.shape[1], v.shape[2], s // block
     w = weights.view(b, m, n, block).transpose(1, 2).reshape(b * n, m, block)
-    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd).float()
-    width = 1 << (n - 1).bit_length()
-    if width > n:
-        parts = F.pad(parts, (0, 0, 0, 0, 0, width - n))
-    while parts.shape[1] > 1:
-        parts = parts[:, 0::2] + parts[:, 1::2]  # block 2i + block 2i+1, in float32
-    return parts[:, 0].to(q.dtype)
+    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd)
+    sums = parts[:, 0:n - 1:2].float() + parts[:, 1:n:2]  # block 2i + block 2i+1, in float32
+    if n % 2:  # the odd one out moves up a level as it is: the same as adding the zero block after it
+        sums = torch.cat((sums, parts[:, n - 1:].float()), dim=1)
+    while sums.shape[1] > 1:
+        n = sums.shape[1]
+        pairs = sums[:, 0:n - 1:2] + sums[:, 1:n:2]
+        sums = torch.cat((pairs, sums[:, n - 1:]), dim=1) if n % 2 else pairs
+    return sums[:, 0].to(q.dtype)
