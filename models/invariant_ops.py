@@ -168,12 +168,10 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     # past a row's keys are zeros too, so a row's sum is the same whatever n: a larger tree only adds zeros.
     b, m, hd, n = q.shape[0], q.shape[1], v.shape[2], s // block
     w = weights.view(b, m, n, block).transpose(1, 2).reshape(b * n, m, block)
-    parts = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd)
-    sums = parts[:, 0:n - 1:2].float() + parts[:, 1:n:2]  # block 2i + block 2i+1, in float32
-    if n % 2:  # the odd one out moves up a level as it is: the same as adding the zero block after it
-        sums = torch.cat((sums, parts[:, n - 1:].float()), dim=1)
-    while sums.shape[1] > 1:
-        n = sums.shape[1]
-        pairs = sums[:, 0:n - 1:2] + sums[:, 1:n:2]
+    sums = torch.bmm(w, v.reshape(b * n, block, hd)).view(b, n, m, hd).float()
+    while n > 1:
+        pairs = sums[:, 0:n - 1:2] + sums[:, 1:n:2]  # block 2i + block 2i+1, in float32
+        # the odd one out moves up a level as it is: the same as adding the zero block after it
         sums = torch.cat((pairs, sums[:, n - 1:]), dim=1) if n % 2 else pairs
+        n = sums.shape[1]
     return sums[:, 0].to(q.dtype)

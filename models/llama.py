@@ -82,7 +82,7 @@ def decode_groups(spans: list[int], overhead: int = GROUP_OVERHEAD_BLOCKS) -> li
     when the rows are alike (a lone sequence always). Rows keep their order within a group."""
     order = sorted(range(len(spans)), key=lambda i: spans[i])
     n = len(order)
-    best = [0] + [0] * n  # best[j]: the least cost of the first j rows (in span order)
+    best = [0] * (n + 1)  # best[j]: the least cost of the first j rows (in span order)
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         longest = spans[order[j - 1]]
@@ -176,15 +176,16 @@ class Attention(nn.Module):
         scaled_dot_product_attention: faster on CPU for these shapes, and their reductions are at fixed
         shapes (models/invariant_ops.py).
         """
-        b = q.shape[0]
-        if not step.decode_groups:  # set by _prepare whenever the step decodes
+        groups = step.decode_groups
+        if not groups:  # set by _prepare whenever the step decodes
             raise RuntimeError("decode attention for a step without decode tokens")
-        if len(step.decode_groups) == 1 and step.decode_groups[0].rows is None:
-            return self._attend_group(q, k_pool, v_pool, step.decode_groups[0])
-        out = q.new_empty(b, self.n_heads, self.head_dim)
-        for g in step.decode_groups:
-            rows = g.rows if g.rows is not None else torch.arange(b, device=q.device)
-            out.index_copy_(0, rows, self._attend_group(q.index_select(0, rows), k_pool, v_pool, g))
+        if len(groups) == 1:  # every row, in order
+            return self._attend_group(q, k_pool, v_pool, groups[0])
+        out = q.new_empty(q.shape[0], self.n_heads, self.head_dim)
+        for g in groups:
+            if g.rows is None:
+                raise RuntimeError("a decode group among several names no rows")
+            out.index_copy_(0, g.rows, self._attend_group(q.index_select(0, g.rows), k_pool, v_pool, g))
         return out
 
     def _attend_group(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,

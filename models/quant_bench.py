@@ -172,5 +172,6 @@ def main() -> None:
               f"{r['linears'] / float_linear_bytes:5.3f} " + " ".join(f"{b / best[mode, b]:11.1f}" for b in BATCHES)
               + f" {r['agree']:6.3f} {r['kl']:6.3f} {r['same']:3d}/{GREEDY_TOKENS}")
 
+
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import torch
 
 from models.batch import BatchPlan, KVCache
 from models.builtin import smollm2_gguf_path
+from models.config import ModelConfig
 from models.llama import LlamaNetwork
 
 
@@ -53,6 +54,22 @@ def greedy(net: LlamaNetwork, prompt: list[int], steps: int, slot: int = 0, cach
             break
         logits = net(decode_plan([tokens[-1]], [len(prompt) + i], [slot]), cache)[0]
     return tokens, seen
+
+
+def tiny_network(cfg: ModelConfig) -> LlamaNetwork:
+    """A network of `cfg` with seeded random weights large enough that every layer matters (norms near 1)."""
+    torch.manual_seed(0)
+    net = LlamaNetwork(cfg)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.3 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def random_network():
+    """tiny_network, for tests (conftest modules are not imported by tests)."""
+    return tiny_network
 
 
 @pytest.fixture(scope="session")

@@ -51,16 +51,10 @@ def test_alike_rows_and_a_lone_row_stay_one_group():
 
 
 @pytest.fixture(scope="module")
-def net() -> LlamaNetwork:
-    cfg = ModelConfig(architecture="llama", vocab_size=96, hidden_size=48, intermediate_size=80, num_layers=2,
-                      num_heads=6, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
-                      max_position_embeddings=MAX_LEN)
-    torch.manual_seed(0)
-    net = LlamaNetwork(cfg)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.3 * torch.randn_like(p))
-    return net.eval()
+def net(random_network) -> LlamaNetwork:
+    return random_network(ModelConfig(architecture="llama", vocab_size=96, hidden_size=48, intermediate_size=80,
+                                      num_layers=2, num_heads=6, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5,
+                                      rope_theta=10000.0, max_position_embeddings=MAX_LEN))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])

@@ -14,17 +14,11 @@ MAX_LEN = 64
 
 
 @pytest.fixture(scope="module", params=[None, 6], ids=["full_attention", "sliding_window_6"])
-def net(request) -> LlamaNetwork:
-    cfg = ModelConfig(architecture="mistral" if request.param else "llama", vocab_size=VOCAB, hidden_size=48,
-                      intermediate_size=80, num_layers=2, num_heads=6, num_kv_heads=2, head_dim=8,
-                      rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=MAX_LEN,
-                      sliding_window=request.param)
-    torch.manual_seed(0)
-    net = LlamaNetwork(cfg)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.3 * torch.randn_like(p))
-    return net.eval()
+def net(request, random_network) -> LlamaNetwork:
+    return random_network(ModelConfig(architecture="mistral" if request.param else "llama", vocab_size=VOCAB,
+                                      hidden_size=48, intermediate_size=80, num_layers=2, num_heads=6,
+                                      num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+                                      max_position_embeddings=MAX_LEN, sliding_window=request.param))
 
 
 def garbage_cache(net: LlamaNetwork, n_slots: int):
