@@ -12,7 +12,9 @@ torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `wo
 from __future__ import annotations
 
 from flask import Flask
+from sqlalchemy import event
 
+from api.active_requests import ActiveRequests
 from api.auth import auth_required, authenticate, log_mode
 from api.errors import register_error_handlers
 from api.event_hub import EventHub
@@ -25,10 +27,14 @@ from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.api_keys import ApiKeyStore
 from genq.store.db import make_engine, make_reader, make_session_factory
+from genq.store.hot_reads import hot_reads
 from genq.store.jobs import JobStore
+from genq.store.queue_snapshot import QueuePositions
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
 from genq.webhooks.secret_store import SecretStore
+
+HOT_READ_CONNECTIONS = 8  # bare connections per API process for the key and job reads (held one statement)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -39,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)  # an API: no /static/<path> route serving nothing
+    app.wsgi_app = ActiveRequests(app.wsgi_app, settings.api_active_requests)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # no pre-ping (a dropped connection costs one request a 503, not every request a round trip), and
@@ -48,7 +55,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     reads = make_session_factory(make_reader(db, pre_ping=False))
     celery = make_celery(settings, main="genq-api")
     webhook_publisher = WebhookPublisher(celery)
-    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads)
+    # the key and the job of every request on bare connections (PostgreSQL; None on SQLite), closed with `db`
+    hot = hot_reads(settings.database_url, HOT_READ_CONNECTIONS)
+    if hot is not None:
+        event.listen(db, "engine_disposed", lambda _engine: hot.close())
+    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads, hot=hot)
     publisher = Publisher(celery)
     required = auth_required(settings.auth, settings.host)
     log_mode(required, settings.host)
@@ -56,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         db=db,
         store=store,
+        queue_positions=QueuePositions(store, settings.queue_info_max_age_ms / 1000),
         catalog=Catalog(settings),
         publisher=publisher,
         relay=PublishRelay(store, publisher),  # started by the first job the broker refuses
@@ -66,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
         auth_required=required,
-        api_keys=ApiKeyStore(sessions, reads),
+        api_keys=ApiKeyStore(sessions, reads, hot),
     )
     for module in (jobs, batches, webhooks, models, health, openapi, metrics):  # one blueprint per resource
         app.register_blueprint(module.bp)

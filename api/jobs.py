@@ -55,10 +55,12 @@ def create_job() -> Response:
     except IdempotencyKeyReused as e:
         raise ApiError(422, "idempotency_key_reused", str(e), IDEMPOTENCY_HEADER) from None
     replayed = not created
+    if created:
+        svc.queue_positions.added([job])
 
     if wait_s is not None:
         job = wait_until_finished(svc.store, job, wait_s)
-    response = jsonify(job_json(svc.store, job))
+    response = jsonify(job_json(job))
     # 200: the job is finished (Prefer: wait, or a replay of a finished one); 202: it is queued or running
     response.status_code = 200 if is_finished(job) else 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
@@ -71,7 +73,7 @@ def create_job() -> Response:
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
-    return jsonify(job_json(services().store, owned_job(job_id)))
+    return jsonify(job_json(owned_job(job_id)))
 
 
 @bp.get("")
@@ -99,6 +101,6 @@ def cancel(job_id: str) -> Response:
     if outcome is CancelOutcome.FINISHED:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}; only queued or running jobs "
                        "can be canceled")
-    response = jsonify(job_json(store, job))
+    response = jsonify(job_json(job))
     response.status_code = 200 if outcome is CancelOutcome.CANCELED else 202
     return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 
+from api.active_requests import waiting
 from api.errors import ApiError
 from genq.status import JobStatus
 from genq.store.jobs import JobStore
@@ -44,7 +45,8 @@ def wait_until_finished(store: JobStore, job: Job, seconds: float) -> Job:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        time.sleep(min(pause, left))
+        with waiting():  # no turn of the gate held while asleep (api/active_requests.py)
+            time.sleep(min(pause, left))
         pause = min(pause * 1.5, _MAX_POLL_S)
         job = store.get(job.id) or job
     return job

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.services import services
 from genq.serialize import job_to_dict
 from genq.store.jobs import JobStore
-from genq.store.listing import queue_info, queue_info_one
+from genq.store.listing import queue_info
 from genq.store.schema import Job
 
 
-def job_json(store: JobStore, job: Job) -> dict[str, Any]:
-    """One job as the API shows it."""
-    return job_to_dict(job, queue_info_one(store, job))
+def job_json(job: Job) -> dict[str, Any]:
+    """One job as the API shows it (a queued one's position from its queue's snapshot: api.services)."""
+    return job_to_dict(job, services().queue_positions.info(job))
 
 
 def jobs_json(store: JobStore, jobs: list[Job]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.api_keys import ApiKeyStore
 from genq.store.jobs import JobStore
+from genq.store.queue_snapshot import QueuePositions
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
 from genq.webhooks.secret_store import SecretStore
@@ -27,6 +28,7 @@ class Services:
     settings: Settings
     db: Engine
     store: JobStore
+    queue_positions: QueuePositions  # a queued job's position and wait, from a snapshot of its model's queue
     catalog: Catalog
     publisher: Publisher
     relay: PublishRelay  # publishes the jobs the broker refused at submission, once it answers (genq/relay.py)

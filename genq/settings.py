@@ -43,6 +43,7 @@ ENV_VARS = (
     "GENQ_AUTH",
     "GENQ_API_WORKERS",
     "GENQ_API_THREADS",
+    "GENQ_API_ACTIVE_REQUESTS",
     "GENQ_MAX_BODY_BYTES",
     "GENQ_MAX_METADATA_BYTES",
     # webhooks, events, batches (see events_settings)
@@ -52,6 +53,7 @@ ENV_VARS = (
     "GENQ_WEBHOOK_SWEEP_MS",
     "GENQ_WEBHOOK_CONCURRENCY",
     "GENQ_EVENTS_POLL_MS",
+    "GENQ_QUEUE_INFO_MAX_AGE_MS",
     "GENQ_EVENTS_KEEPALIVE",
     "GENQ_EVENTS_MAX_STREAMS",
     "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT",
@@ -111,6 +113,8 @@ class Settings:
     # request in progress, and one per open event stream)
     api_workers: int = 2
     api_threads: int = 32
+    # of those, requests that run at once in a process (api/active_requests.py); the others wait their turn
+    api_active_requests: int = 4
     max_body_bytes: int = 1 << 20
     max_metadata_bytes: int = 16 << 10
     # webhooks, events, batches: read by events_settings
@@ -120,6 +124,9 @@ class Settings:
     webhook_sweep_ms: int = 5000  # how often webhook workers look for due deliveries without a message
     webhook_concurrency: int = 4  # webhook task threads of a worker
     events_poll_ms: int = 200  # how often an event stream reads the log
+    # how old the snapshot of a model's queue that submits and polls read their queue position from may be
+    # (genq/store/queue_snapshot.py); 0: each one counts the jobs ahead of it
+    queue_info_max_age_ms: int = 1000
     events_keepalive: int = 15  # seconds between keep-alive comments of an idle event stream
     # Open event streams of one API process, all clients together and per client (api/stream_limits.py), and
     # how long one stream lasts before it ends and the client resumes with Last-Event-ID. An idle stream
@@ -183,6 +190,7 @@ class Settings:
             auth=_choice(env, "GENQ_AUTH", "keys", ("keys", "off")) if env.get("GENQ_AUTH") else None,
             api_workers=_int(env, "GENQ_API_WORKERS", 2, lo=1, hi=256),
             api_threads=_int(env, "GENQ_API_THREADS", 32, lo=1, hi=10_000),
+            api_active_requests=_int(env, "GENQ_API_ACTIVE_REQUESTS", 4, lo=1, hi=10_000),
             max_body_bytes=_int(env, "GENQ_MAX_BODY_BYTES", 1 << 20, lo=1024),
             max_metadata_bytes=_int(env, "GENQ_MAX_METADATA_BYTES", 16 << 10, lo=2),
             **events_settings(env),
@@ -214,6 +222,7 @@ def events_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "webhook_sweep_ms": _int(env, "GENQ_WEBHOOK_SWEEP_MS", 5000, lo=50),
         "webhook_concurrency": _int(env, "GENQ_WEBHOOK_CONCURRENCY", 4, lo=1, hi=256),
         "events_poll_ms": _int(env, "GENQ_EVENTS_POLL_MS", 200, lo=10, hi=60_000),
+        "queue_info_max_age_ms": _int(env, "GENQ_QUEUE_INFO_MAX_AGE_MS", 1000, lo=0, hi=60_000),
         "events_keepalive": _int(env, "GENQ_EVENTS_KEEPALIVE", 15, lo=1, hi=3600),
         "events_max_streams": _int(env, "GENQ_EVENTS_MAX_STREAMS", 1000, lo=1, hi=100_000),
         "events_max_streams_per_client": _int(env, "GENQ_EVENTS_MAX_STREAMS_PER_CLIENT", 20, lo=1, hi=100_000),

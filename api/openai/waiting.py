@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from api.active_requests import waiting
 from api.event_hub import EventHub
 from api.openai.errors import OpenAIError
 from genq.status import JobStatus
@@ -47,7 +48,8 @@ def wait_for_job(hub: EventHub, store: JobStore, job: Job, environ: Mapping[str,
     sub = hub.subscribe(job.id, job.event_seq)
     try:
         while True:
-            delivery = sub.wait(CHECK_S)
+            with waiting():  # no turn of the gate held while waiting (api/active_requests.py)
+                delivery = sub.wait(CHECK_S)
             if delivery.ended:
                 return delivery.job
             if client_gone(environ):

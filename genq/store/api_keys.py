@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import new_id
+from genq.store.hot_reads import HotReads
 from genq.store.schema import ApiKey, utcnow
 
 PREFIX = "genq_"
@@ -53,10 +54,13 @@ def digest(value: str) -> str:
 
 
 class ApiKeyStore:
-    def __init__(self, sessions: sessionmaker[Session], reads: sessionmaker[Session] | None = None):
-        """`reads`: sessions for the one-statement lookup of every request (an autocommit engine's)."""
+    def __init__(self, sessions: sessionmaker[Session], reads: sessionmaker[Session] | None = None,
+                 hot: HotReads | None = None):
+        """`reads`: sessions for the one-statement lookup of every request (an autocommit engine's); `hot`: bare
+        connections for it (the API's, on PostgreSQL: genq.store.hot_reads)."""
         self._sessions = sessions
         self._reads = reads or sessions
+        self._hot = hot
 
     def create(self, name: str, max_concurrent: int | None = None, tokens_per_day: int | None = None
                ) -> tuple[KeyInfo, str]:
@@ -94,6 +98,9 @@ class ApiKeyStore:
         """The key whose value is `value` (revoked or not: see `revoked_at`), or None."""
         if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
             return None
+        if self._hot is not None:
+            found = self._hot.key(digest(value))
+            return KeyInfo(**found) if found is not None else None
         with self._reads() as session:
             row = session.scalars(_BY_HASH, {"key_hash": digest(value)}).one_or_none()
             return KeyInfo.of(row) if row is not None else None

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from genq.ids import is_id, new_id
 from genq.lifecycle import Schedule
 from genq.status import JobStatus
+from genq.store.hot_reads import HotReads
 from genq.store.job_events import status_event
 from genq.store.schema import Base, Job, PausedQueue, utcnow
 from genq.store.transition_effects import record_transition
@@ -65,13 +66,15 @@ class JobStore:
 
     def __init__(
         self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None,
-        reads: sessionmaker[Session] | None = None,
+        reads: sessionmaker[Session] | None = None, hot: HotReads | None = None,
     ):
         """`on_deliveries` is called after a transition committed with the ids of the webhook deliveries it
         created (it publishes them; left unpublished, the sweep finds them). `reads`: sessions for
-        single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`."""
+        single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`. `hot`:
+        bare connections for `get` (the API's, on PostgreSQL: genq.store.hot_reads)."""
         self._sessions = sessions
         self._reads = reads or sessions
+        self._hot = hot
         self._on_deliveries = on_deliveries
 
     @property
@@ -150,6 +153,8 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if there is none (a malformed id is simply not found)."""
+        if self._hot is not None:
+            return self._hot.job(job_id)
         if not is_id(job_id):
             return None
         with self._reads() as session:

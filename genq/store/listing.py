@@ -155,12 +155,27 @@ def queue_info_one(store: JobStore, job: Job, now: datetime | None = None) -> Qu
             "since": now - WAIT_WINDOW,
         }).one()
     position = min(POSITION_CAP, n_higher + n_earlier)
+    return queue_info_of(position, done, oldest, bool(is_paused), now, at_least=position >= POSITION_CAP)
+
+
+def queue_info_of(position: int, done: int, oldest: datetime | None, paused: bool, now: datetime,
+                  at_least: bool = False) -> QueueInfo:
+    """A queued job's QueueInfo from its position and its model's `done` finished jobs in the window (at most
+    RATE_SAMPLE; `oldest`: the first of them to end): the wait is (position + 1) / the model's throughput, its
+    count over the window, or, for a busy model, over the time its last RATE_SAMPLE jobs span."""
     span = WAIT_WINDOW.total_seconds()
-    if done >= RATE_SAMPLE and oldest is not None:  # a busy model: its last RATE_SAMPLE jobs' pace
-        span = max(1.0, (now - _utc(oldest)).total_seconds())
+    if done >= RATE_SAMPLE and oldest is not None:
+        span = max(1.0, (now - utc(oldest)).total_seconds())
     rate = done / span
-    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, bool(is_paused),
-                     at_least=position >= POSITION_CAP)
+    return QueueInfo(position, round((position + 1) / rate, 1) if rate > 0 else None, paused, at_least=at_least)
+
+
+def recent_finished(model: Any) -> Any:
+    """The end times of `model`'s last RATE_SAMPLE jobs that ran and finished since :since (a subquery)."""
+    return select(Job.completed_at).where(
+        Job.model == model, Job.completed_at >= bindparam("since", type_=Job.completed_at.type),
+        Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
+    ).order_by(Job.completed_at.desc()).limit(RATE_SAMPLE).subquery()
 
 
 def _queue_info_one_statement() -> Select[Any]:
@@ -175,10 +190,7 @@ def _queue_info_one_statement() -> Select[Any]:
         *queued, Job.priority == priority,
         or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)),
     ).limit(POSITION_CAP).subquery()
-    recent = select(Job.completed_at).where(
-        Job.model == model, Job.completed_at >= bindparam("since", type_=Job.completed_at.type),
-        Job.status.in_(sorted(JobStatus.TERMINAL)), Job.started_at.is_not(None),
-    ).order_by(Job.completed_at.desc()).limit(RATE_SAMPLE).subquery()
+    recent = recent_finished(model)
     return select(
         select(func.count()).select_from(higher).scalar_subquery(),
         select(func.count()).select_from(earlier).scalar_subquery(),
@@ -191,7 +203,7 @@ def _queue_info_one_statement() -> Select[Any]:
 _QUEUE_INFO_ONE = _queue_info_one_statement()
 
 
-def _utc(when: datetime) -> datetime:
+def utc(when: datetime) -> datetime:
     """A stored time as an aware UTC datetime (SQLite hands back naive ones from a bare subquery)."""
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 

@@ -42,7 +42,10 @@ def api(request: pytest.FixtureRequest, postgres_database: Callable[[], str],
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("api")
     url = fresh_database(request.param, postgres_database, tmp)
-    settings = Settings.from_env({"DATABASE_URL": url, "GENQ_BROKER_URL": f"filesystem://{tmp / 'broker'}"})
+    # queue positions counted on every read (not from a snapshot up to a second old): these tests move jobs
+    # through the queue and read their positions at once (the snapshot: tests/service/test_queue_snapshot.py)
+    settings = Settings.from_env({"DATABASE_URL": url, "GENQ_BROKER_URL": f"filesystem://{tmp / 'broker'}",
+                                  "GENQ_QUEUE_INFO_MAX_AGE_MS": "0"})
     app = create_app(settings)
     server = ApiThread(app)
     try:
