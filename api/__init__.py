@@ -26,15 +26,15 @@ from genq.catalog import Catalog
 from genq.relay import PublishRelay
 from genq.settings import Settings
 from genq.store.api_keys import ApiKeyStore
+from genq.store.bare_connections import bare_connections
 from genq.store.db import make_engine, make_reader, make_session_factory
-from genq.store.hot_reads import hot_reads
 from genq.store.jobs import JobStore
 from genq.store.queue_snapshot import QueuePositions
 from genq.webhooks.dispatch import WebhookPublisher
 from genq.webhooks.outbox import DeliveryStore
 from genq.webhooks.secret_store import SecretStore
 
-HOT_READ_CONNECTIONS = 8  # bare connections per API process for the key and job reads (held one statement)
+BARE_CONNECTIONS = 8  # per API process, for the key and job reads and the job insert (genq/store/bare_connections.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -55,11 +55,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     reads = make_session_factory(make_reader(db, pre_ping=False))
     celery = make_celery(settings, main="genq-api")
     webhook_publisher = WebhookPublisher(celery)
-    # the key and the job of every request on bare connections (PostgreSQL; None on SQLite), closed with `db`
-    hot = hot_reads(settings.database_url, HOT_READ_CONNECTIONS)
-    if hot is not None:
-        event.listen(db, "engine_disposed", lambda _engine: hot.close())
-    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads, hot=hot)
+    # the key and the job of every request, and the insert of a job, on bare connections (PostgreSQL; None on
+    # SQLite), closed with `db`
+    bare = bare_connections(settings.database_url, BARE_CONNECTIONS)
+    if bare is not None:
+        event.listen(db, "engine_disposed", lambda _engine: bare.close())
+    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads, bare=bare)
     publisher = Publisher(celery)
     required = auth_required(settings.auth, settings.host)
     log_mode(required, settings.host)
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         event_hub=EventHub(sessions, settings.events_poll_ms / 1000),
         stream_limits=StreamLimits(settings.events_max_streams, settings.events_max_streams_per_client),
         auth_required=required,
-        api_keys=ApiKeyStore(sessions, reads, hot),
+        api_keys=ApiKeyStore(sessions, reads, bare),
     )
     for module in (jobs, batches, webhooks, models, health, openapi, metrics):  # one blueprint per resource
         app.register_blueprint(module.bp)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from genq.broker import Publisher, PublishError
 from genq.ids import new_id
@@ -33,7 +32,7 @@ from genq.store import idempotency
 from genq.store.batches import BatchStore
 from genq.store.idempotency import IdempotencyKeyReused
 from genq.store.jobs import JobStore
-from genq.store.quotas import Quota, reserve
+from genq.store.quotas import Quota, Reservation
 from genq.store.schema import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,9 +86,9 @@ def submit_job(
     A job the broker refused stays queued for `relay` (or, without one, the sweepers) to publish.
     """
     fields = _job_fields(new, quota)
-    guard = _guard(quota, [new])
+    reservation = _reservation(quota, [new])
     if idempotency_key is None:
-        job = store.create(**fields, guard=guard)
+        job = store.create(**fields, reservation=reservation)
         _publish(store, publisher, [job], relay)
         return job, True
     stored_key = _scoped_key(idempotency_key, quota)
@@ -103,7 +102,7 @@ def submit_job(
             return job, False
         job_id = new_id()
         try:
-            job = store.create(**fields, job_id=job_id, guard=guard,
+            job = store.create(**fields, job_id=job_id, reservation=reservation,
                                also=[idempotency.key_row(stored_key, job_id, body_hash, now)])
         except IntegrityError:
             # another request committed this key first (read its job next time round), or an expired row of it
@@ -130,7 +129,7 @@ def submit_batch(
         for b in lines
     ]
     BatchStore(store.sessions).create(batch_id, jobs, metadata, also, owner=quota.key_id if quota else None,
-                                      guard=_guard(quota, [b.job for b in lines]))
+                                      reservation=_reservation(quota, [b.job for b in lines]))
     _publish(store, publisher, jobs, relay)
     return batch_id
 
@@ -142,12 +141,12 @@ def _job_fields(new: NewJob, quota: Quota | None) -> dict[str, Any]:
             "tokens_reserved": new.tokens_to_reserve if quota and quota.counts_tokens else None}
 
 
-def _guard(quota: Quota | None, jobs: Sequence[NewJob]) -> Callable[[Session], None] | None:
-    """What the jobs' transaction runs first: the reservation of `quota` for them (None: nothing to count)."""
+def _reservation(quota: Quota | None, jobs: Sequence[NewJob]) -> Reservation | None:
+    """What the jobs' transaction reserves of `quota` for them, last (None: nothing to count)."""
     if quota is None or not quota.limited:
         return None
     tokens = sum(j.tokens_to_reserve for j in jobs) if quota.counts_tokens else 0
-    return lambda session: reserve(session, quota, len(jobs), tokens)
+    return Reservation(quota, len(jobs), tokens)
 
 
 def _scoped_key(idempotency_key: str, quota: Quota | None) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from genq.ids import new_id
+from genq.store.bare_connections import BareConnections
 from genq.store.hot_reads import HotReads
 from genq.store.schema import ApiKey, utcnow
 
@@ -55,12 +56,12 @@ def digest(value: str) -> str:
 
 class ApiKeyStore:
     def __init__(self, sessions: sessionmaker[Session], reads: sessionmaker[Session] | None = None,
-                 hot: HotReads | None = None):
-        """`reads`: sessions for the one-statement lookup of every request (an autocommit engine's); `hot`: bare
+                 bare: BareConnections | None = None):
+        """`reads`: sessions for the one-statement lookup of every request (an autocommit engine's); `bare`: bare
         connections for it (the API's, on PostgreSQL: genq.store.hot_reads)."""
         self._sessions = sessions
         self._reads = reads or sessions
-        self._hot = hot
+        self._hot = HotReads(bare) if bare is not None else None
 
     def create(self, name: str, max_concurrent: int | None = None, tokens_per_day: int | None = None
                ) -> tuple[KeyInfo, str]:

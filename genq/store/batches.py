@@ -5,7 +5,7 @@ from its jobs (`jobs.batch_id`), so no worker has to update a batch and a count 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from genq.ids import is_id
 from genq.status import JobStatus
 from genq.store.job_events import status_event
+from genq.store.quotas import Reservation, reserve
 from genq.store.schema import Batch, Job, utcnow
 
 # Every status a count is reported for (a batch object always shows them all, zeros included).
@@ -39,11 +40,11 @@ class BatchStore:
 
     def create(self, batch_id: str, jobs: Sequence[Job], metadata: Mapping[str, Any] | None,
                also: Sequence[object] = (), owner: str | None = None,
-               guard: Callable[[Session], None] | None = None) -> Batch:
+               reservation: Reservation | None = None) -> Batch:
         """Insert the batch, its jobs (built by JobStore.build with this batch_id) and their first events,
         all in one transaction: either every job exists or none does. `also`: more rows that belong to the batch
-        (e.g. its OpenAI record), inserted in the same transaction. `guard` runs last in it, the rows written
-        (a quota's reservation for all the jobs): if it raises, nothing is inserted."""
+        (e.g. its OpenAI record), inserted in the same transaction. `reservation` (of the key's quotas, for all
+        the jobs) is made last in it, the rows written: if it raises QuotaExceeded, nothing is inserted."""
         batch = Batch(id=batch_id, total=len(jobs), created_at=utcnow(),
                       client_metadata=dict(metadata) if metadata is not None else None, owner=owner)
         with self._sessions.begin() as session:
@@ -53,9 +54,9 @@ class BatchStore:
             session.flush()
             session.add_all([status_event(job) for job in jobs])
             session.add_all(also)
-            if guard is not None:
+            if reservation is not None:
                 session.flush()
-                guard(session)
+                reserve(session, reservation.quota, reservation.jobs, reservation.tokens)
         return batch
 
     def view(self, batch_id: str, owner: str | None = None) -> BatchView | None:

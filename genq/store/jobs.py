@@ -33,8 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from genq.ids import is_id, new_id
 from genq.lifecycle import Schedule
 from genq.status import JobStatus
+from genq.store.bare_connections import BareConnections
+from genq.store.hot_insert import HotInsert
 from genq.store.hot_reads import HotReads
 from genq.store.job_events import status_event
+from genq.store.quotas import Reservation, reserve
 from genq.store.schema import Base, Job, PausedQueue, utcnow
 from genq.store.transition_effects import record_transition
 
@@ -66,15 +69,16 @@ class JobStore:
 
     def __init__(
         self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None,
-        reads: sessionmaker[Session] | None = None, hot: HotReads | None = None,
+        reads: sessionmaker[Session] | None = None, bare: BareConnections | None = None,
     ):
         """`on_deliveries` is called after a transition committed with the ids of the webhook deliveries it
         created (it publishes them; left unpublished, the sweep finds them). `reads`: sessions for
-        single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`. `hot`:
-        bare connections for `get` (the API's, on PostgreSQL: genq.store.hot_reads)."""
+        single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`. `bare`:
+        bare connections for `get` and `create` (the API's, on PostgreSQL: genq.store.hot_reads, hot_insert)."""
         self._sessions = sessions
         self._reads = reads or sessions
-        self._hot = hot
+        self._hot = HotReads(bare) if bare is not None else None
+        self._hot_insert = HotInsert(bare) if bare is not None else None
         self._on_deliveries = on_deliveries
 
     @property
@@ -88,19 +92,28 @@ class JobStore:
         return self._reads
 
     def create(self, *, also: Iterable[Base] = (), guard: Callable[[Session], None] | None = None,
-               **fields: Any) -> Job:
+               reservation: Reservation | None = None, **fields: Any) -> Job:
         """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable).
 
         `also`: rows committed in the same transaction (e.g. its idempotency key): if one of them cannot be
         inserted (sqlalchemy.exc.IntegrityError), neither is the job. `guard` runs last in that transaction, the
-        rows written (a quota's reservation, genq.store.quotas): if it raises, nothing is inserted.
+        rows written: if it raises, nothing is inserted. `reservation`: what the job reserves of its key's
+        quotas, in that transaction, last (QuotaExceeded: nothing is inserted). Without `also` and `guard`, on
+        bare connections where the store has them (genq.store.hot_insert).
         """
         job = self.build(**fields)
+        also = list(also)
+        if self._hot_insert is not None and not also and guard is None:
+            self._hot_insert.create(job, status_event(job), reservation)
+            return job
+        if reservation is not None:
+            guard = _then(guard, lambda session: reserve(session, reservation.quota, reservation.jobs,
+                                                         reservation.tokens))
         with self._sessions.begin() as session:
             session.add(job)
             session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
             session.add(status_event(job))
-            session.add_all(list(also))
+            session.add_all(also)
             if guard is not None:
                 session.flush()
                 guard(session)
@@ -340,6 +353,14 @@ def declared_lost(now: datetime) -> ColumnElement[bool]:
         Job.published_at.is_not(None),
         Job.published_at > Job.lease_expires_at,
     )
+
+
+def _then(first: Callable[[Session], None] | None, then: Callable[[Session], None]) -> Callable[[Session], None]:
+    def both(session: Session) -> None:
+        if first is not None:
+            first(session)
+        then(session)
+    return both
 
 
 def queue_paused() -> ColumnElement[bool]:

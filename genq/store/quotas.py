@@ -52,6 +52,15 @@ class Quota:
         return self.max_concurrent is not None or self.tokens_per_day is not None
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What a submission reserves of its key's quotas: `jobs` unfinished jobs and `tokens` tokens today."""
+
+    quota: Quota
+    jobs: int
+    tokens: int
+
+
 class QuotaExceeded(Exception):
     """A submission would take the key past a quota. `limit` is "concurrent" or "tokens"; `remaining` what is
     left of it now, `reset_s` in how many seconds it is expected to be free again (Retry-After)."""
@@ -82,19 +91,30 @@ def reserve(session: Session, quota: Quota, jobs: int, tokens: int, now: datetim
         raised = session.execute(_RAISE_LIVE, {"key_id": quota.key_id, "n": jobs}).scalar_one_or_none()
         if raised is None:
             before = session.scalar(select(ApiKey.live_jobs).where(ApiKey.id == quota.key_id)) or 0
-            what = "this job" if jobs == 1 else f"these {jobs} jobs"
-            raise QuotaExceeded("concurrent", quota, max(0, quota.max_concurrent - before), CONCURRENT_RETRY_AFTER_S,
-                                f"this key has {before} unfinished jobs; with {what} it would pass its limit of "
-                                f"{quota.max_concurrent}")
+            raise concurrent_exceeded(quota, before, jobs)
     if quota.tokens_per_day is not None:
         day = day_of(now)
         if tokens > quota.tokens_per_day or not _add_tokens(session, quota, day, tokens):
-            used = tokens_used(session, quota.key_id, day)
-            midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
-            raise QuotaExceeded("tokens", quota, max(0, quota.tokens_per_day - used),
-                                max(1, int((midnight - now).total_seconds())),
-                                f"this key has {used} of its {quota.tokens_per_day} tokens for today in use or "
-                                f"reserved; this submission reserves {tokens} (prompt + max_new_tokens)")
+            raise tokens_exceeded(quota, tokens_used(session, quota.key_id, day), tokens, now)
+
+
+def concurrent_exceeded(quota: Quota, before: int, jobs: int) -> QuotaExceeded:
+    """The error of `jobs` more jobs refused: the key has `before` unfinished ones."""
+    assert quota.max_concurrent is not None
+    what = "this job" if jobs == 1 else f"these {jobs} jobs"
+    return QuotaExceeded("concurrent", quota, max(0, quota.max_concurrent - before), CONCURRENT_RETRY_AFTER_S,
+                         f"this key has {before} unfinished jobs; with {what} it would pass its limit of "
+                         f"{quota.max_concurrent}")
+
+
+def tokens_exceeded(quota: Quota, used: int, tokens: int, now: datetime) -> QuotaExceeded:
+    """The error of `tokens` more tokens refused today: the key's jobs of today use or hold `used`."""
+    assert quota.tokens_per_day is not None
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return QuotaExceeded("tokens", quota, max(0, quota.tokens_per_day - used),
+                         max(1, int((midnight - now).total_seconds())),
+                         f"this key has {used} of its {quota.tokens_per_day} tokens for today in use or "
+                         f"reserved; this submission reserves {tokens} (prompt + max_new_tokens)")
 
 
 def _add_tokens(session: Session, quota: Quota, day: str, tokens: int) -> bool:
