@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,7 +47,7 @@ class _Snapshot:
 
 class QueuePositions:
     """Queue information of queued jobs, from snapshots at most `max_age_s` old (0: counted for each job).
-    Thread-safe: a stale snapshot is read again by one thread while the others wait for it."""
+    Thread-safe."""
 
     def __init__(self, store: JobStore, max_age_s: float, clock: Callable[[], float] = time.monotonic):
         self._store = store
@@ -55,6 +55,8 @@ class QueuePositions:
         self._clock = clock
         self._lock = threading.Lock()
         self._snapshots: dict[str, _Snapshot] = {}
+        self._reading: set[str] = set()  # models whose snapshot a thread is reading again
+        self._pending: dict[str, list[Key]] = {}  # of those, keys of jobs this process made meanwhile
 
     def info(self, job: Job) -> QueueInfo | None:
         """Where `job` (as read) stands in its model's queue; None unless it is queued."""
@@ -71,23 +73,33 @@ class QueuePositions:
         """Jobs this process just recorded as queued: counted in its snapshots from now on."""
         with self._lock:
             for job in jobs:
-                snap = self._snapshots.get(job.model)
-                if snap is None:
-                    continue
                 key = key_of(job)
-                if snap.full and snap.keys and key > snap.keys[-1]:
-                    continue  # past the counted part: it changes no position shown
-                insort(snap.keys, key)
-                if len(snap.keys) > POSITION_CAP:
-                    del snap.keys[POSITION_CAP:]
-                    snap.full = True
+                if job.model in self._reading:
+                    self._pending.setdefault(job.model, []).append(key)
+                snap = self._snapshots.get(job.model)
+                if snap is not None:
+                    _insert(snap, key)
 
     def _fresh(self, model: str) -> _Snapshot:
+        """The model's snapshot; a stale one is read again by the first thread to find it stale while the
+        others go on with it (only a model's first snapshot is waited for)."""
         with self._lock:
             snap = self._snapshots.get(model)
-            if snap is None or self._clock() - snap.taken > self._max_age:
-                snap = self._snapshots[model] = self._read(model)
-            return snap
+            if snap is not None and (self._clock() - snap.taken <= self._max_age or model in self._reading):
+                return snap
+            self._reading.add(model)
+        fresh = None
+        try:
+            fresh = self._read(model)
+        finally:
+            with self._lock:
+                self._reading.discard(model)
+                pending = self._pending.pop(model, [])
+                if fresh is not None:
+                    for key in pending:  # made by this process while it was read: maybe not in it
+                        _insert(fresh, key)
+                    self._snapshots[model] = fresh
+        return fresh
 
     def _read(self, model: str) -> _Snapshot:
         taken = self._clock()
@@ -96,6 +108,17 @@ class QueuePositions:
             done, oldest, paused = session.execute(_RATE_AND_PAUSED, {
                 "model": model, "since": utcnow() - WAIT_WINDOW}).one()
         return _Snapshot(taken, keys, len(keys) >= POSITION_CAP, bool(paused), done, oldest)
+
+
+def _insert(snap: _Snapshot, key: Key) -> None:
+    """Count a queued job's `key` in `snap` (once; past a full snapshot's last key it changes no position)."""
+    i = bisect_left(snap.keys, key)
+    if (i < len(snap.keys) and snap.keys[i] == key) or (snap.full and i == len(snap.keys)):
+        return
+    snap.keys.insert(i, key)
+    if len(snap.keys) > POSITION_CAP:
+        del snap.keys[POSITION_CAP:]
+        snap.full = True
 
 
 def _keys_statement() -> Any:

@@ -86,3 +86,37 @@ def test_max_age_zero_counts_every_time(store: JobStore) -> None:
     assert positions.info(second).position == 1  # type: ignore[union-attr]
     store.claim(first.id, "w")
     assert positions.info(second).position == 0  # type: ignore[union-attr]
+
+
+def test_a_stale_snapshot_is_read_again_by_one_thread_while_the_others_use_it(store: JobStore) -> None:
+    """The reader of a stale snapshot blocks no one, and the jobs this process makes while it reads are in the
+    snapshot it reads (counted at once, whether the read saw them or not)."""
+    import threading
+
+    model = f"snap-{new_id()[:8]}"
+    (first,) = _queue(store, model, [0])
+    clock = Clock()
+    positions = QueuePositions(store, max_age_s=1.0, clock=clock)
+    assert positions.info(first).position == 0  # type: ignore[union-attr]
+    reading, release = threading.Event(), threading.Event()
+    real_read = positions._read
+
+    def slow_read(m: str):  # type: ignore[no-untyped-def]
+        snap = real_read(m)
+        reading.set()
+        release.wait(10)
+        return snap
+
+    positions._read = slow_read  # type: ignore[method-assign]
+    clock.now = 2.0
+    (urgent,) = _queue(store, model, [9])
+    reader = threading.Thread(target=positions.info, args=(first,))
+    reader.start()
+    assert reading.wait(10)
+    positions.added([urgent])  # made while the read is under way (which has already seen it in the table)
+    (late,) = _queue(store, model, [9])
+    positions.added([late])  # made after the read's statement: not in what it read
+    assert positions.info(first).position == 2  # type: ignore[union-attr]  # the old snapshot, not waiting
+    release.set()
+    reader.join(10)
+    assert [positions.info(j).position for j in (urgent, late, first)] == [0, 1, 2]  # type: ignore[union-attr]
