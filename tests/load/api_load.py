@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with service(args) as (url, key):
-        warm = measure(url, key, "submit", 50, 2, [], args.connections)  # pools, tokenizer, first connections
+        # not measured: every worker process's pools, tokenizer, prepared statements and queue snapshot
+        warm = measure(url, key, "submit", 100, 5, [], args.connections)
+        measure(url, key, "poll", 200, 3, warm.ids, args.connections)
         if not args.find:
             made = measure(url, key, "submit", args.submit_rate, args.duration, [], args.connections)
             measure(url, key, "poll", args.poll_rate, args.duration, made.ids or warm.ids, args.connections)
