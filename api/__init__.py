@@ -6,7 +6,8 @@ One blueprint per resource (`jobs`, with its `events` and `deliveries` nested; `
 `batch_parsing`, `list_query`, `prefer`), call the core and answer, every error in one shape (`errors`);
 `http_server`, `http_limits`, `json_depth` and `stream_limits` bound what a request may cost, `event_hub`
 feeds every event stream of the process, `auth` says whose request it is (API keys) and `quota_limits`
-answers a key over its quota; `gunicorn_conf` is how `genq api` serves it. It imports `genq` and the
+answers a key over its quota; `gunicorn_conf` is how `genq api` serves it, `active_requests` how many
+requests of a process run at once. It imports `genq` and the
 torch-free parts of `models` (`params`, `echo`, `prompting`'s errors), never `workers` or torch.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy import event
 
-from api.active_requests import ActiveRequests
+from api.active_requests import ActiveRequests, waiting
 from api.auth import auth_required, authenticate, log_mode
 from api.errors import register_error_handlers
 from api.event_hub import EventHub
@@ -60,7 +61,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     bare = bare_connections(settings.database_url, BARE_CONNECTIONS)
     if bare is not None:
         event.listen(db, "engine_disposed", lambda _engine: bare.close())
-    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads, bare=bare)
+    store = JobStore(sessions, on_deliveries=webhook_publisher.publish_many, reads=reads, bare=bare,
+                     wait=waiting)  # a submission waiting for its group's commit gives up its turn
     publisher = Publisher(celery)
     required = auth_required(settings.auth, settings.host)
     log_mode(required, settings.host)

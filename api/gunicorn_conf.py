@@ -6,6 +6,9 @@ broker connection and event-stream poller), each a `gthread` worker with `GENQ_A
 why the workers are threaded rather than sync. Idle keep-alive connections wait in the worker's poller,
 holding no thread. So each process admits at most its threads in concurrent requests; its streams are capped
 below that (`stream_cap`), leaving threads for everything else.
+Of the requests in progress, at most `GENQ_API_ACTIVE_REQUESTS` (default 4) run at once
+(api/active_requests.py, installed by create_app); the others wait for a turn without contending for the
+interpreter lock.
 
 The app checks its own request limits (api/http_limits.py: URL 8,000 bytes, a header 8,000, all 32 KiB);
 gunicorn's are set above them so the app answers first, in the one error shape. What gunicorn refuses itself

@@ -23,6 +23,7 @@ the change fires (genq.store.transition_effects), so neither is lost if the proc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,15 +71,17 @@ class JobStore:
     def __init__(
         self, sessions: sessionmaker[Session], on_deliveries: Callable[[list[str]], None] | None = None,
         reads: sessionmaker[Session] | None = None, bare: BareConnections | None = None,
+        wait: Callable[[], AbstractContextManager[None]] = nullcontext,
     ):
         """`on_deliveries` is called after a transition committed with the ids of the webhook deliveries it
         created (it publishes them; left unpublished, the sweep finds them). `reads`: sessions for
         single-statement reads (the API's autocommit engine, genq.store.db); by default `sessions`. `bare`:
-        bare connections for `get` and `create` (the API's, on PostgreSQL: genq.store.hot_reads, hot_insert)."""
+        bare connections for `get` and `create` (the API's, on PostgreSQL: genq.store.hot_reads, hot_insert);
+        `wait`: entered while `create` waits for the commit of the group its job is in."""
         self._sessions = sessions
         self._reads = reads or sessions
         self._hot = HotReads(bare) if bare is not None else None
-        self._hot_insert = HotInsert(bare) if bare is not None else None
+        self._hot_insert = HotInsert(bare, wait) if bare is not None else None
         self._on_deliveries = on_deliveries
 
     @property

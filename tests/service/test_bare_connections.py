@@ -16,7 +16,7 @@ from genq.store.bare_connections import BareConnections, bare_connections
 from genq.store.db import make_engine, make_session_factory
 from genq.store.jobs import JobStore
 from genq.store.quotas import Quota, QuotaExceeded, Reservation
-from genq.store.schema import ApiKeyUsage, Job, JobEvent
+from genq.store.schema import ApiKey, ApiKeyUsage, Job, JobEvent
 
 FIELDS: dict[str, Any] = {
     "model": "m", "input": {"messages": [{"role": "user", "content": "hé"}]}, "params": {"max_new_tokens": 7},
@@ -111,3 +111,52 @@ def test_a_lost_connection_fails_one_call_as_operational_error(
     assert hot.get(job.id) is not None  # a new connection
     with orm.sessions() as session:
         assert session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)).one().seq == 1
+
+
+@pytest.mark.parametrize("limits,tokens,accepted,limit", [({"max_concurrent": 10}, 0, 10, "concurrent"),
+                                                          ({"tokens_per_day": 30}, 6, 5, "tokens")])
+def test_concurrent_submissions_of_one_key_are_grouped_and_exactly_those_that_fit_are_accepted(
+        stores: tuple[JobStore, JobStore, BareConnections], monkeypatch: pytest.MonkeyPatch,
+        limits: dict[str, int], tokens: int, accepted: int, limit: str) -> None:
+    import threading
+
+    from genq.store import hot_insert
+
+    orm, hot, _ = stores
+    key, _ = ApiKeyStore(orm.sessions).create(f"group-{limit}-{id(limits)}", **limits)
+    quota = Quota(key.id, key.max_concurrent, key.tokens_per_day)
+    writes: list[int] = []
+    real_write = hot_insert.HotInsert._write
+
+    def counted(self: hot_insert.HotInsert, group: list) -> object:  # type: ignore[type-arg]
+        writes.append(len(group))
+        return real_write(self, group)
+
+    monkeypatch.setattr(hot_insert.HotInsert, "_write", counted)
+    start = threading.Barrier(30)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        start.wait(10)
+        try:
+            hot.create(**{**FIELDS, "model": f"group-{key.id}"}, reservation=Reservation(quota, 1, tokens))
+            outcomes.append("ok")
+        except QuotaExceeded as e:
+            outcomes.append(e.limit)
+
+    threads = [threading.Thread(target=submit) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == sorted(["ok"] * accepted + [limit] * (30 - accepted))
+    assert max(writes) > 1  # some were written together
+    with orm.sessions() as session:
+        jobs = session.scalars(select(Job).where(Job.model == f"group-{key.id}")).all()
+        assert len(jobs) == accepted
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id.in_([j.id for j in jobs]))).all()
+        assert len(events) == accepted
+        used = session.scalar(select(ApiKeyUsage.tokens).where(ApiKeyUsage.key_id == key.id))
+        assert used == (accepted * tokens if tokens else None)
+        live = session.scalar(select(ApiKey.live_jobs).where(ApiKey.id == key.id))  # the key's unfinished jobs
+        assert live == (accepted if key.max_concurrent else 0)
