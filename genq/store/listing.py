@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, bindparam, cast, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, cast, exists, func, literal, or_, select, tuple_
 from sqlalchemy.dialects import postgresql
 
 from genq.ids import is_id
@@ -188,7 +188,7 @@ def _queue_info_one_statement() -> Select[Any]:
     higher = select(Job.id).where(*queued, Job.priority > priority).limit(POSITION_CAP).subquery()
     earlier = select(Job.id).where(
         *queued, Job.priority == priority,
-        or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)),
+        tuple_(Job.created_at, Job.id) < tuple_(created_at, job_id),  # one range of ix_jobs_queued_model_order
     ).limit(POSITION_CAP).subquery()
     recent = recent_finished(model)
     return select(

@@ -139,6 +139,9 @@ class Job(Base):
         Index("ix_jobs_queued_model_created", "model", "created_at",
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
         Index("ix_jobs_worker_started", "worker_id", "started_at"),
+        # a model's queue in delivery order, per priority (queue snapshots and positions, 0008)
+        Index("ix_jobs_queued_model_order", "model", "priority", "created_at", "id",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
         # metadata filters (`@>` containment) on PostgreSQL; on SQLite a plain index the filter does not use
         Index("ix_jobs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
     )

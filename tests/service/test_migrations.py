@@ -71,10 +71,11 @@ def _tables(url: str) -> set[str]:
 def test_the_history_is_one_line_with_no_empty_merge() -> None:
     scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite:///unused.db"))
     revisions = list(scripts.walk_revisions())  # head first
-    assert [r.revision for r in revisions] == ["0007_quota_counters", "0006_admin", "0005_api_keys",
+    assert [r.revision for r in revisions] == ["0008_queue_order_index", "0007_quota_counters", "0006_admin",
+                                               "0005_api_keys",
                                                "0004_openai_files", "0003_events_lifecycle", "0002_events",
                                                "0001_jobs"]
-    assert scripts.get_heads() == ["0007_quota_counters"] and scripts.get_bases() == ["0001_jobs"]
+    assert scripts.get_heads() == ["0008_queue_order_index"] and scripts.get_bases() == ["0001_jobs"]
     for newer, older in pairwise(revisions):
         assert newer.down_revision == older.revision  # one predecessor each: no branch, no merge
     assert not any(r.is_merge_point or r.is_branch_point for r in revisions)
