@@ -217,7 +217,9 @@ def _job() -> Schema:
         "cancel_requested_at": {**nullable(TIMESTAMP), "description": "a cancel was asked while it ran"},
         "queue_position": {"type": ["integer", "null"], "minimum": 0,
                            "description": "queued jobs of its model ahead of it (GET /v1/jobs, GET /v1/jobs/{id} "
-                                          "and POST answers); null once started and elsewhere"},
+                                          "and POST answers; the latter two as of a snapshot of the queue at most "
+                                          "GENQ_QUEUE_INFO_MAX_AGE_MS old, counting this API process's own newer "
+                                          "submissions); null once started and elsewhere"},
         "estimated_wait_seconds": {"type": ["number", "null"], "minimum": 0,
                                    "description": "(position + 1) / the model's recent throughput; null when "
                                                   "unknown"},
