@@ -22,6 +22,7 @@ from models.engine.admission import check_request, encode_request
 from models.engine.block_manager import BlockManager
 from models.engine.memory import default_kv_budget, release_freed_heap
 from models.engine.model_runner import ModelRunner
+from models.engine.prefill_cost import attention_span
 from models.engine.sampling import Sampler, TokenLogprob
 from models.engine.scheduler import ScheduledStep, Scheduler
 from models.engine.sequence import Detokenizer, SeqStatus, Sequence
@@ -51,7 +52,10 @@ class EngineConfig:
     max_len can use) blocks, and at least one sequence of max_len. None: half the memory available on the
     device once the weights are loaded (models/engine/memory.py).
     max_len: most positions (prompt + generated) of one sequence; None (the default): the model's context.
-    prefill_chunk: most prompt tokens computed in one step (decode tokens come on top).
+    prefill_chunk: most prompt tokens computed in one step (decode tokens come on top), at a context's start;
+    later in a long prompt, what as many cost (models/engine/prefill_cost.py). prefill_span: the positions at
+    which a token's attention costs as much as its projections; None (the default): from the model's shape;
+    0: every prompt token costs the same.
     prefix_cache_min: 0 turns the prefix cache off; any other value keeps it on (whole blocks of BLOCK_SIZE
     tokens are reused).
     dtype: float32 | bfloat16 | float16, or auto (models/dtypes.py), resolved when the config is made.
@@ -61,6 +65,7 @@ class EngineConfig:
     kv_budget_bytes: int | None = None
     max_len: int | None = None
     prefill_chunk: int = 512
+    prefill_span: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
     prefix_cache_min: int = 16
@@ -72,6 +77,9 @@ class EngineConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EngineConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.prefill_span is not None and (isinstance(self.prefill_span, bool)
+                                              or not isinstance(self.prefill_span, int) or self.prefill_span < 0):
+            raise EngineConfigError(f"prefill_span must be a non-negative integer or None, got {self.prefill_span!r}")
         if isinstance(self.prefix_cache_min, bool) or not isinstance(self.prefix_cache_min, int) \
                 or self.prefix_cache_min < 0:
             raise EngineConfigError(f"prefix_cache_min must be a non-negative integer, got {self.prefix_cache_min!r}")
@@ -177,8 +185,9 @@ class Engine:
 
     def _new_scheduler(self) -> Scheduler:
         ec = self.engine_config
+        span = attention_span(self.config) if ec.prefill_span is None else ec.prefill_span
         return Scheduler(BlockManager(self.n_blocks, prefix_cache=ec.prefix_cache_min > 0), ec.max_batch,
-                         ec.prefill_chunk)
+                         ec.prefill_chunk, span)
 
     # ---- the submitter's side (any thread) ----
 

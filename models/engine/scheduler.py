@@ -1,7 +1,9 @@
 """Which tokens go into the next forward step. Plain Python, no torch.
 
 Each step: every decoding sequence gets one token; then prompt chunks fill a budget of `prefill_chunk`
-prompt tokens: first the sequences already prefilling (oldest first), then waiting ones, admitted in
+prompt tokens (given `prefill_span`, what that many cost at a context's start: a chunk later in a long prompt
+costs more a token, models/engine/prefill_cost.py): first the sequences already prefilling (oldest first),
+then waiting ones, admitted in
 arrival order while the batch has room and the pool has blocks for the prompt. A long prompt is thus spread
 over several steps, interleaved with the others' decoding, instead of stalling them. A waiting request that
 does not fit waits; later arrivals do not overtake it.
@@ -21,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from models.engine.block_manager import BlockManager
+from models.engine.prefill_cost import chunk_cost, chunk_length
 from models.engine.sequence import SeqStatus, Sequence
 from models.kv_blocks import BLOCK_SIZE
 
@@ -60,12 +63,15 @@ class ScheduledStep:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_batch: int, prefill_chunk: int):
-        if max_batch < 1 or prefill_chunk < 1:
-            raise ValueError("max_batch and prefill_chunk must be at least 1")
+    def __init__(self, blocks: BlockManager, max_batch: int, prefill_chunk: int, prefill_span: int = 0):
+        """prefill_span: positions at which a prompt token's attention costs as much as its projections
+        (prefill_cost.attention_span); 0: every prompt token costs the same."""
+        if max_batch < 1 or prefill_chunk < 1 or prefill_span < 0:
+            raise ValueError("max_batch and prefill_chunk must be at least 1, prefill_span at least 0")
         self.blocks = blocks
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
+        self.prefill_span = prefill_span
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
         self.num_preemptions = 0
@@ -92,12 +98,12 @@ class Scheduler:
             if seq.status is SeqStatus.RUNNING and not seq.is_prefilling \
                     and self.blocks.prefix_ready(seq, completing) and self._grow(step, seq):
                 step.decodes.append(seq)
-        budget = self.prefill_chunk
+        budget = chunk_cost(0, self.prefill_chunk, self.prefill_span)
         for seq in self.running:
-            if budget and seq.is_prefilling and self.blocks.prefix_ready(seq, completing):
+            if budget > 0 and seq.is_prefilling and self.blocks.prefix_ready(seq, completing):
                 budget -= self._chunk(step, seq, budget, completing)
         # no admission in a step that had to preempt: the blocks just freed are the decoders' to grow into
-        while budget and not step.preempted and self.waiting and len(self.running) < self.max_batch:
+        while budget > 0 and not step.preempted and self.waiting and len(self.running) < self.max_batch:
             seq = self.waiting[0]
             if not self.blocks.allocate(seq):
                 break
@@ -142,13 +148,17 @@ class Scheduler:
             seq.reused_tokens = seq.num_computed
             step.admitted.append(seq)
 
-    @staticmethod
-    def _chunk(step: ScheduledStep, seq: Sequence, budget: int, completing: set[int]) -> int:
+    def _chunk(self, step: ScheduledStep, seq: Sequence, budget: float, completing: set[int]) -> float:
+        """Add seq's next prompt chunk, as long as `budget` allows (at least one token, unless the step has
+        prefill already); returns what it cost."""
         start = seq.num_computed
-        length = min(budget, len(seq.prompt_ids) - start)
+        length = chunk_length(start, len(seq.prompt_ids) - start, budget, self.prefill_span)
+        cost = chunk_cost(start, length, self.prefill_span)
+        if cost > budget and step.prefills:
+            return budget  # nothing more fits this step
         step.prefills.append(PrefillChunk(seq, start, length))
         completing.update(seq.blocks[start // BLOCK_SIZE:(start + length) // BLOCK_SIZE])
-        return length
+        return cost
 
     def advance(self, step: ScheduledStep) -> None:
         """After the forward: the step's tokens are now in the cache."""

@@ -1,10 +1,12 @@
 """How a long prompt's prefill slows the sequences already decoding (not a test: a measurement).
 
     python tests/load/long_prefill_latency.py [--prompt-tokens 7000] [--decoding 4] [--quantization none]
+        [--prefill-span N]
 
 The engine (defaults, the default model) first runs `--decoding` requests that decode a long answer. Once they
 are decoding steadily, one request with a prompt of about `--prompt-tokens` tokens joins. Its prompt is
-prefilled in chunks (the step's token budget, `prefill_chunk`), so the others keep getting a token in every step.
+prefilled in chunks (the step's budget, `prefill_chunk` tokens at a context's start, fewer later:
+models/engine/prefill_cost.py), so the others keep getting a token in every step.
 Each token the decoding requests receive is timed, and the script prints one JSON line:
 - `before`: their inter-token gaps (ms: p50, p90, max) while they decode alone;
 - `during`: the same gaps from the long request's submission to its first token (its whole prefill), how
@@ -66,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=7000)
     ap.add_argument("--decoding", type=int, default=4)
     ap.add_argument("--quantization", default="none")
+    ap.add_argument("--prefill-span", type=int, default=None,
+                    help="EngineConfig.prefill_span (default: from the model's shape; 0: all prompt tokens cost alike)")
     a = ap.parse_args(argv)
 
     from models.builtin import smollm2_gguf_path
     from models.engine import EngineConfig, load_engine
 
-    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto"), quantization=a.quantization).start()
+    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto", prefill_span=a.prefill_span),
+                         quantization=a.quantization).start()
     try:
         prompt = long_prompt(engine, a.prompt_tokens)
         times: dict[str, list[float]] = {}

@@ -295,3 +295,41 @@ def test_a_finished_sequence_s_first_blocks_are_the_last_of_its_blocks_overwritt
     sched.add(c)
     sched.schedule()
     assert c.blocks[:2] == prefix and c.num_computed == 2 * BLOCK_SIZE
+
+
+def test_with_a_span_a_long_prompt_s_later_chunks_are_shorter_and_each_step_costs_the_same():
+    """prefill_span 64: a chunk of 16 at position 0 is the budget; later chunks take fewer tokens, each costing
+    no more than it (models/engine/prefill_cost.py), and the prompt is still computed whole, in order."""
+    from models.engine.prefill_cost import chunk_cost
+
+    sched = Scheduler(BlockManager(9, prefix_cache=False), max_batch=4, prefill_chunk=16, prefill_span=64)
+    long = _seq("long", 120)
+    sched.add(long)
+    chunks = []
+    while long.is_prefilling:
+        chunks += [(c.start, c.length) for c in _run_step(sched).prefills]
+    assert chunks[0] == (0, 16)
+    lengths = [n for _, n in chunks]
+    assert lengths == sorted(lengths, reverse=True) and lengths[-2] < 16  # shorter as the context grows
+    assert [s for s, _ in chunks] == [sum(lengths[:i]) for i in range(len(lengths))] and sum(lengths) == 120
+    budget = chunk_cost(0, 16, 64)
+    assert all(chunk_cost(s, n, 64) <= budget + 1e-9 for s, n in chunks)
+
+
+def test_with_a_span_what_a_prompt_s_last_chunk_leaves_of_the_budget_goes_to_the_next_prompt():
+    sched = Scheduler(BlockManager(9, prefix_cache=False), max_batch=4, prefill_chunk=16, prefill_span=64)
+    long, short = _seq("long", 20), _seq("short", 3, first=3000)
+    sched.add(long)
+    assert [(c.start, c.length) for c in _run_step(sched).prefills] == [(0, 16)]  # the whole budget: 18
+    sched.add(short)
+    step = sched.schedule()  # long's last 4 cost 4 x (1 + 18/64) = 5.1; short's 3 then fit in what is left
+    assert [(c.seq.request_id, c.start, c.length) for c in step.prefills] == [("long", 16, 4), ("short", 0, 3)]
+    crowded = Scheduler(BlockManager(9, prefix_cache=False), max_batch=4, prefill_chunk=16, prefill_span=64)
+    long = _seq("long", 100)
+    crowded.add(long)
+    for _ in range(3):
+        _run_step(crowded)  # chunks of 16, 13 and 11 tokens: each costs most of the budget
+    crowded.add(_seq("short", 3, first=3000))
+    step = crowded.schedule()  # long's next 10 cost 17.0 of 18: short's 3 (3.1) wait, admitted, for a later step
+    assert [(c.seq.request_id, c.start, c.length) for c in step.prefills] == [("long", 40, 10)]
+    assert [s.request_id for s in crowded.running] == ["long", "short"]
