@@ -94,32 +94,28 @@ class JobStore:
         """Sessions for one-statement reads (a job, a queue position): no transaction around them."""
         return self._reads
 
-    def create(self, *, also: Iterable[Base] = (), guard: Callable[[Session], None] | None = None,
-               reservation: Reservation | None = None, **fields: Any) -> Job:
+    def create(self, *, also: Iterable[Base] = (), reservation: Reservation | None = None, **fields: Any) -> Job:
         """Insert a `queued` job (fields as `build`) and commit it; returns the stored row (detached, readable).
 
         `also`: rows committed in the same transaction (e.g. its idempotency key): if one of them cannot be
-        inserted (sqlalchemy.exc.IntegrityError), neither is the job. `guard` runs last in that transaction, the
-        rows written: if it raises, nothing is inserted. `reservation`: what the job reserves of its key's
-        quotas, in that transaction, last (QuotaExceeded: nothing is inserted). Without `also` and `guard`, on
-        bare connections where the store has them (genq.store.hot_insert).
+        inserted (sqlalchemy.exc.IntegrityError), neither is the job. `reservation`: what the job reserves of
+        its key's quotas, last in that transaction, the rows written (QuotaExceeded: nothing is inserted).
+        Without `also`, on bare connections where the store has them (genq.store.hot_insert: grouped with the
+        submissions of other threads into one commit).
         """
         job = self.build(**fields)
         also = list(also)
-        if self._hot_insert is not None and not also and guard is None:
+        if self._hot_insert is not None and not also:
             self._hot_insert.create(job, status_event(job), reservation)
             return job
-        if reservation is not None:
-            guard = _then(guard, lambda session: reserve(session, reservation.quota, reservation.jobs,
-                                                         reservation.tokens))
         with self._sessions.begin() as session:
             session.add(job)
             session.flush()  # the job row first: the others refer to it (no ORM relationship orders them)
             session.add(status_event(job))
             session.add_all(also)
-            if guard is not None:
+            if reservation is not None:
                 session.flush()
-                guard(session)
+                reserve(session, reservation.quota, reservation.jobs, reservation.tokens)
         return job
 
     @staticmethod
@@ -356,14 +352,6 @@ def declared_lost(now: datetime) -> ColumnElement[bool]:
         Job.published_at.is_not(None),
         Job.published_at > Job.lease_expires_at,
     )
-
-
-def _then(first: Callable[[Session], None] | None, then: Callable[[Session], None]) -> Callable[[Session], None]:
-    def both(session: Session) -> None:
-        if first is not None:
-            first(session)
-        then(session)
-    return both
 
 
 def queue_paused() -> ColumnElement[bool]:
