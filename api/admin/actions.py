@@ -79,6 +79,7 @@ def _retry(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
 def _pause(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
     model = _model(args)
     changed = queues.pause(services().sessions, model, principal().username)
+    services().queue_positions.forget(model)  # this process shows it at once, the others within the max age
     return (f"queue {model} paused" if changed else f"queue {model} was already paused"), {"changed": changed}
 
 
@@ -86,6 +87,7 @@ def _resume(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
     svc = services()
     model = _model(args)
     changed = queues.resume(svc.sessions, model)
+    svc.queue_positions.forget(model)
     published = 0
     if changed:  # messages that arrived while paused were dropped: send the queue again, in its order
         for job_id, priority in queues.queued_in_order(svc.sessions, model):
@@ -101,6 +103,7 @@ def _resume(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
 def _purge(args: MultiDict[str, str]) -> tuple[str, dict[str, Any]]:
     model = _model(args)
     n = queues.purge(services().store, model)
+    services().queue_positions.forget(model)
     return f"{n} waiting jobs of {model} canceled", {"canceled": n}
 
 

@@ -80,6 +80,11 @@ class QueuePositions:
                 if snap is not None:
                     _insert(snap, key)
 
+    def forget(self, model: str) -> None:
+        """Drop the model's snapshot (its queue was paused, resumed or purged here): the next read takes one."""
+        with self._lock:
+            self._snapshots.pop(model, None)
+
     def _fresh(self, model: str) -> _Snapshot:
         """The model's snapshot; a stale one is read again by the first thread to find it stale while the
         others go on with it (only a model's first snapshot is waited for)."""

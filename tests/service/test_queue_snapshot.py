@@ -120,3 +120,17 @@ def test_a_stale_snapshot_is_read_again_by_one_thread_while_the_others_use_it(st
     release.set()
     reader.join(10)
     assert [positions.info(j).position for j in (urgent, late, first)] == [0, 1, 2]  # type: ignore[union-attr]
+
+
+def test_a_forgotten_snapshot_is_read_again_at_once(store: JobStore) -> None:
+    from genq.store.schema import PausedQueue
+
+    model = f"snap-{new_id()[:8]}"
+    (job,) = _queue(store, model, [0])
+    positions = QueuePositions(store, max_age_s=60.0, clock=Clock())
+    assert positions.info(job).paused is False  # type: ignore[union-attr]
+    with store.sessions.begin() as session:
+        session.add(PausedQueue(model=model, paused_by="test"))
+    assert positions.info(job).paused is False  # type: ignore[union-attr]  # as of the snapshot
+    positions.forget(model)
+    assert positions.info(job).paused is True  # type: ignore[union-attr]
