@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=None, help="default: the model's context length")
     ap.add_argument("--prefill-chunk", type=int, default=512)
-    ap.add_argument("--prefill-span", type=int, default=None,
-                    help="positions where a prompt token's attention costs its projections (default: from the "
-                         "model's shape; 0: every prompt token costs the same): models/engine/prefill_cost.py")
+    ap.add_argument("--prefill-span", default="0",
+                    help="positions where a prompt token's attention costs its projections, or auto (from the "
+                         "model's shape); 0, the default: every prompt token costs the same (prefill_cost.py)")
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
     ap.add_argument("--quantization", default="none",
@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
         a.model = str(smollm2_gguf_path())
     budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
+    span = None if a.prefill_span == "auto" else int(a.prefill_span)
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
-                                               prefill_chunk=a.prefill_chunk, prefill_span=a.prefill_span,
+                                               prefill_chunk=a.prefill_chunk, prefill_span=span,
                                                kv_budget_bytes=budget, dtype=a.dtype), quantization=a.quantization)
     engine.start()
     try:

@@ -8,7 +8,10 @@ position s costs n x (1 + (s + n/2) / span) tokens of a context's start. The sch
 what a chunk of `prefill_chunk` tokens at position 0 costs, so a short prompt's chunks are as before, and a
 long prompt's later chunks are shorter (about 170 tokens at position 6,000 for the default model instead of
 512): the requests decoding beside it wait less for each of their tokens, and the prompt takes more steps.
-Plain Python, no torch.
+Off by default (EngineConfig.prefill_span 0): measured on a 7,065-token prompt beside 4 decoding requests, the
+longest wait for a token fell from 2.6-2.9 s to 1.3-1.6 s, but the prompt's first token came 20-35% later,
+since a step's time falls less than its FLOPs do (reading the whole context costs every step). Plain
+Python, no torch.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """How a long prompt's prefill slows the sequences already decoding (not a test: a measurement).
 
     python tests/load/long_prefill_latency.py [--prompt-tokens 7000] [--decoding 4] [--quantization none]
-        [--prefill-span N]
+        [--prefill-span N|auto]
 
 The engine (defaults, the default model) first runs `--decoding` requests that decode a long answer. Once they
 are decoding steadily, one request with a prompt of about `--prompt-tokens` tokens joins. Its prompt is
@@ -68,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=7000)
     ap.add_argument("--decoding", type=int, default=4)
     ap.add_argument("--quantization", default="none")
-    ap.add_argument("--prefill-span", type=int, default=None,
-                    help="EngineConfig.prefill_span (default: from the model's shape; 0: all prompt tokens cost alike)")
+    ap.add_argument("--prefill-span", default="0",
+                    help="EngineConfig.prefill_span: N, or auto (from the model's shape); 0, the default: flat")
     a = ap.parse_args(argv)
 
     from models.builtin import smollm2_gguf_path
     from models.engine import EngineConfig, load_engine
 
-    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto", prefill_span=a.prefill_span),
+    span = None if a.prefill_span == "auto" else int(a.prefill_span)
+    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto", prefill_span=span),
                          quantization=a.quantization).start()
     try:
         prompt = long_prompt(engine, a.prompt_tokens)
