@@ -30,16 +30,19 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, inspect
 
-from genq.store.quotas import QuotaExceeded, Reservation, concurrent_exceeded, day_of, tokens_exceeded
+from genq.store.quotas import (
+    QuotaExceeded,
+    Reservation,
+    concurrent_exceeded,
+    day_of,
+    postgres_reservation_sql,
+    tokens_exceeded,
+)
 from genq.store.schema import ApiKey, ApiKeyUsage, Base, Job, JobEvent
 
 MAX_GROUP = 500  # jobs in one transaction at most
 _KEYS, _USAGE = ApiKey.__tablename__, ApiKeyUsage.__tablename__
-_RAISE_LIVE = (f"UPDATE {_KEYS} SET live_jobs = live_jobs + %(n)s "
-               f"WHERE id = %(key_id)s AND live_jobs + %(n)s <= max_concurrent RETURNING live_jobs")
-_ADD_TOKENS = (f"INSERT INTO {_USAGE} (key_id, day, tokens) VALUES (%(key_id)s, %(day)s, %(tokens)s) "
-               f"ON CONFLICT (key_id, day) DO UPDATE SET tokens = {_USAGE}.tokens + excluded.tokens "
-               f"WHERE {_USAGE}.tokens + excluded.tokens <= %(limit)s RETURNING tokens")
+_RAISE_LIVE, _ADD_TOKENS = postgres_reservation_sql()
 _LIVE = f"SELECT live_jobs FROM {_KEYS} WHERE id = %s"
 _USED = f"SELECT tokens FROM {_USAGE} WHERE key_id = %s AND day = %s"
 

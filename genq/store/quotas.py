@@ -146,6 +146,16 @@ _RAISE_LIVE = (update(ApiKey)
 _ADD_TOKENS: dict[str, Any] = {}
 
 
+def postgres_reservation_sql() -> tuple[str, str]:
+    """The two reservation statements (raise the key's unfinished jobs by %(n)s; add %(tokens)s to the day's
+    count within %(limit)s) as PostgreSQL text with psycopg's named parameters, for bare connections
+    (genq/store/hot_insert.py): the same statements as `reserve`'s, written once."""
+    from sqlalchemy.dialects.postgresql.psycopg import dialect
+
+    pg = dialect()
+    return str(_RAISE_LIVE.compile(dialect=pg)), str(_add_tokens_statement("postgresql").compile(dialect=pg))
+
+
 def on_transition(session: Session, job: Job) -> None:
     """In the transaction of a status change of `job` (as it is after it), what its key's quotas count: a
     final change ends an unfinished job (the key's count goes down) and settles its reservation to the tokens
