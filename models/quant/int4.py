@@ -2,10 +2,11 @@
 weight packed by `aten._convert_weight_to_int4pack_for_cpu`, as gpt-fast does).
 
 Each group of GROUP_SIZE consecutive weights of an output row holds 4-bit codes q in 0..15 and a scale and a
-zero point in the compute dtype: w = (q - 8) * scale + zero, with min/max asymmetric rounding (scale =
+zero point in bfloat16 (the kernel's dtype, kernel_dtype.py; activations are given to it in bfloat16 too and
+its result goes back to the compute dtype): w = (q - 8) * scale + zero, with min/max asymmetric rounding (scale =
 (max - min) / 15, zero = min + 8 * scale). GROUP_SIZE 32 is llama.cpp's Q4_0/Q4_1 block, so re-quantizing a
 Q4_1 GGUF's dequantized weights in float32 gives back its own codes. A step reads half a byte a weight plus
-two scales per group (0.625 bytes a weight in bfloat16).
+two bfloat16 scales per group (0.625 bytes a weight).
 
 Batch invariance: the kernel computes every output element by one loop over K in the same order whatever the
 row count (blocks of up to 4 rows x 64 columns, each element its own float32 accumulator; torch 2.13's
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from models.quant.errors import QuantizationError
+from models.quant.kernel_dtype import KERNEL_DTYPE, to_kernel
 
 GROUP_SIZE = 32
 # the packing kernel's layout: rows in blocks of 64 (AVX512) or 32 (AVX2); any multiple of 16 packs
@@ -43,7 +45,7 @@ class Int4Linear(nn.Module):
 
     row_independent = True  # see the module docstring
     packed: torch.Tensor  # the kernel's layout of the (N, K) codes, uint8
-    scales_and_zeros: torch.Tensor  # (K // group_size, N, 2) in the compute dtype
+    scales_and_zeros: torch.Tensor  # (K // group_size, N, 2) in the kernel's dtype (bfloat16)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype,
                  group_size: int = GROUP_SIZE):
@@ -58,10 +60,10 @@ class Int4Linear(nn.Module):
         # the kernel reads scales and zeros as (K // group, N, 2)
         scales_and_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("packed", packed)
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype))
+        self.register_buffer("scales_and_zeros", scales_and_zeros.to(KERNEL_DTYPE))
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), self.packed, self.group_size,
-                                                       self.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(to_kernel(x), self.packed, self.group_size,
+                                                       self.scales_and_zeros).to(x.dtype)
         return y if self.bias is None else y + self.bias

@@ -1,8 +1,10 @@
 """Weight-only int8 on the CPU through torch's own kernel (`torch._weight_int8pack_mm`, as gpt-fast uses it).
 
-Each output row n of a weight (N, K) is stored as int8 codes q[n] and one scale s[n] = max |w[n]| / 127 in the
-compute dtype; y = x @ (q * s)^T. A step reads 1 byte a weight instead of 2 (bfloat16) or 4 (float32); the
-activations stay in the compute dtype (nothing is quantized on the fly, unlike LLM.int8()).
+Each output row n of a weight (N, K) is stored as int8 codes q[n] and one scale s[n] = max |w[n]| / 127 in
+bfloat16; y = x @ (q * s)^T. A step reads 1 byte a weight instead of 2 (bfloat16) or 4 (float32); the
+activations are given to the kernel in bfloat16 whatever the compute dtype (kernel_dtype.py: the kernel's only
+vectorized dtype) and its result goes back to the compute dtype; nothing is quantized on the fly, unlike
+LLM.int8().
 
 Batch invariance: the kernel computes every output element of a row by one loop over K in the same order
 whatever the row count (blocks of 4 rows x 4 columns, each element its own accumulator; torch 2.13's
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from models.quant.kernel_dtype import KERNEL_DTYPE, to_kernel
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,13 +33,13 @@ class Int8Linear(nn.Module):
 
     row_independent = True  # see the module docstring
     codes: torch.Tensor  # (N, K) int8
-    scales: torch.Tensor  # (N,) in the compute dtype
+    scales: torch.Tensor  # (N,) in the kernel's dtype (bfloat16)
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         self.register_buffer("codes", codes.contiguous())
-        self.register_buffer("scales", scales.to(dtype).contiguous())
+        self.register_buffer("scales", scales.to(KERNEL_DTYPE).contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
 
     @classmethod
@@ -44,7 +48,7 @@ class Int8Linear(nn.Module):
         return cls(codes, scales, bias, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch._weight_int8pack_mm(x.contiguous(), self.codes, self.scales)
+        y = torch._weight_int8pack_mm(to_kernel(x), self.codes, self.scales).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def dequantized(self) -> torch.Tensor:
@@ -53,16 +57,17 @@ class Int8Linear(nn.Module):
 
 
 class Int8Embedding(nn.Module):
-    """An embedding table read from int8 rows: row i is codes[i] * scales[i], in the scales' dtype. It may share
-    its tensors with the tied LM head's Int8Linear, so the table is held once."""
+    """An embedding table read from int8 rows: row i is codes[i] * scales[i], in `dtype` (the compute dtype). It
+    may share its tensors with the tied LM head's Int8Linear, so the table is held once."""
 
     codes: torch.Tensor  # (vocab, hidden) int8
-    scales: torch.Tensor  # (vocab,) in the compute dtype
+    scales: torch.Tensor  # (vocab,), the head's (bfloat16)
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor):
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype):
         super().__init__()
+        self.dtype = dtype
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.codes[ids].to(self.scales.dtype) * self.scales[ids, None]
+        return self.codes[ids].to(self.dtype) * self.scales[ids, None].to(self.dtype)

@@ -55,9 +55,9 @@ def _quantize_head_and_embedding(net: nn.Module, dtype: torch.dtype) -> None:
     if net.lm_head is None:  # tied: one int8 table serves both
         head = Int8Linear.from_float(embedding.weight, None, dtype)
         net.lm_head = head
-        net.embed_tokens = Int8Embedding(head.codes, head.scales)
+        net.embed_tokens = Int8Embedding(head.codes, head.scales, dtype)
     else:
         if type(net.lm_head) is nn.Linear:
             net.lm_head = Int8Linear.from_float(net.lm_head.weight, net.lm_head.bias, dtype)
         table = Int8Linear.from_float(embedding.weight, None, dtype)
-        net.embed_tokens = Int8Embedding(table.codes, table.scales)
+        net.embed_tokens = Int8Embedding(table.codes, table.scales, dtype)

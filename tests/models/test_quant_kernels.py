@@ -67,17 +67,15 @@ def test_project_runs_a_row_independent_layer_once_on_the_rows_as_they_are(kerne
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_int8_is_one_byte_a_weight_and_one_scale_a_row(dtype):
+def test_int8_is_one_byte_a_weight_and_one_bfloat16_scale_a_row(dtype):
     layer = Int8Linear.from_float(weight(576, 960), None, dtype)
-    scale_bytes = torch.finfo(dtype).bits // 8
-    assert weight_bytes(layer) == 960 * 576 + 960 * scale_bytes
+    assert weight_bytes(layer) == 960 * 576 + 960 * 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_int4_is_half_a_byte_a_weight_and_two_scales_a_group(dtype):
+def test_int4_is_half_a_byte_a_weight_and_two_bfloat16_scales_a_group(dtype):
     layer = Int4Linear(weight(576, 960), None, dtype)
-    scale_bytes = torch.finfo(dtype).bits // 8
-    assert weight_bytes(layer) == 960 * 576 // 2 + 960 * (576 // GROUP_SIZE) * 2 * scale_bytes
+    assert weight_bytes(layer) == 960 * 576 // 2 + 960 * (576 // GROUP_SIZE) * 2 * 2
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
@@ -109,8 +107,21 @@ def test_int4_gives_back_the_codes_of_weights_already_on_its_grid():
 def test_int8_embedding_reads_the_rows_the_head_multiplies_by():
     table = weight(64, 100)  # (100 tokens, 64)
     head = Int8Linear.from_float(table, None, torch.float32)
-    embedding = Int8Embedding(head.codes, head.scales)
+    embedding = Int8Embedding(head.codes, head.scales, torch.float32)
     ids = torch.tensor([0, 7, 99, 7])
     assert torch.equal(embedding(ids), head.dequantized()[ids])
     codes, scales = quantize_rows(table)
     assert float((codes.float() * scales[:, None] - table).abs().max()) <= float(scales.max()) / 2 + 1e-7
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_a_float32_layer_hands_its_kernel_bfloat16_rows_and_answers_in_float32(kernel):
+    # torch's weight-only kernels are vectorized for bfloat16 activations only (models/quant/kernel_dtype.py):
+    # a float32 network's quantized layers must not take the scalar float32 loop, and their result is the
+    # bfloat16 layer's, in float32
+    w, b = weight(576, 960), torch.randn(960)
+    x = rows(7, 576, torch.float32, seed=6)
+    got = KERNELS[kernel](w, b, torch.float32)(x)
+    assert got.dtype == torch.float32
+    want = KERNELS[kernel](w, None, torch.bfloat16)(x.to(torch.bfloat16)).float() + b
+    assert torch.equal(got, want)

@@ -21,8 +21,8 @@ from models.quant.int8 import Int8Embedding, Int8Linear
 pytestmark = pytest.mark.slow
 
 # Only the mixed step (decodes beside a chunked prefill, each against itself alone): it covers what the other
-# cases do, and the quantized kernels run torch's scalar path in float32, which makes each case slow; the
-# kernels' own row independence is tested at many row counts in test_quant_kernels.py.
+# cases do, and each case runs the whole network twice; the kernels' own row independence is tested at many
+# row counts in test_quant_kernels.py.
 __all__ = ["prompts", "test_a_step_mixing_decode_and_prefill_gives_each_sequence_its_logits_alone"]
 
 
