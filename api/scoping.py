@@ -2,7 +2,7 @@
 events and results); another key's answer 404, as if they did not exist. With auth off, everything."""
 from __future__ import annotations
 
-from api.auth import current_key_id
+from api.auth import current_key_id, job_read_with_key
 from api.errors import ApiError
 from api.services import services
 from genq.store.schema import Job
@@ -16,7 +16,9 @@ def visible(owner: str | None) -> bool:
 
 def owned_job(job_id: str) -> Job:
     """The job, if it exists and is the caller's; else 404 `job_not_found` (the same whether it exists or not)."""
-    job = services().store.get(job_id)
+    read, job = job_read_with_key(job_id)
+    if not read:
+        job = services().store.get(job_id)
     if job is None or not visible(job.owner):
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return job

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from genq.ids import new_id
 from genq.store.bare_connections import BareConnections
 from genq.store.hot_reads import HotReads
-from genq.store.schema import ApiKey, utcnow
+from genq.store.schema import ApiKey, Job, utcnow
 
 PREFIX = "genq_"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -105,3 +105,13 @@ class ApiKeyStore:
         with self._reads() as session:
             row = session.scalars(_BY_HASH, {"key_hash": digest(value)}).one_or_none()
             return KeyInfo.of(row) if row is not None else None
+
+    def find_with_job(self, value: str, job_id: str) -> tuple[KeyInfo | None, Job | None] | None:
+        """`find(value)` and the job `job_id` (whoever owns it, or None), read together in one round trip on
+        the API's bare connections; None where there are none (SQLite): then `find` alone."""
+        if self._hot is None:
+            return None
+        if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
+            return None, None
+        found, job = self._hot.key_and_job(digest(value), job_id)
+        return (KeyInfo(**found) if found is not None else None), job

@@ -72,6 +72,25 @@ def test_a_key_read_bare_is_the_key(stores: tuple[JobStore, JobStore, BareConnec
     assert hot_keys.find(value + "x") is None
 
 
+def test_a_key_and_a_job_read_together_are_the_key_and_the_job_read_apart(
+        stores: tuple[JobStore, JobStore, BareConnections]) -> None:
+    orm, hot, bare = stores
+    keys, hot_keys = ApiKeyStore(orm.sessions), ApiKeyStore(orm.sessions, bare=bare)
+    (mine, value), (other, _) = (keys.create(f"pair-{n}-{id(keys)}", tokens_per_day=9) for n in (1, 2))
+    job, theirs = orm.create(**{**FIELDS, "owner": mine.id}), orm.create(**{**FIELDS, "owner": other.id})
+    for job_id in (job.id, theirs.id):  # another key's job is read too: the view checks its owner
+        key, got = hot_keys.find_with_job(value, job_id)  # type: ignore[misc]
+        want = hot.get(job_id)
+        assert key == mine and got is not None and want is not None
+        assert [getattr(got, c.key) for c in Job.__mapper__.column_attrs] == \
+            [getattr(want, c.key) for c in Job.__mapper__.column_attrs]
+    assert hot_keys.find_with_job(value, "0" * 36) == (mine, None)  # no such job
+    assert hot_keys.find_with_job(value, "nope") == (mine, None)  # not an id
+    assert hot_keys.find_with_job(value + "x", job.id) == (None, None)  # no such key: nor its job
+    assert hot_keys.find_with_job("nope", job.id) == (None, None)
+    assert keys.find_with_job(value, job.id) is None  # no bare connections (SQLite): not read together
+
+
 @pytest.mark.parametrize("limits,reserve,limit", [({"max_concurrent": 1}, (2, 0), "concurrent"),
                                                    ({"tokens_per_day": 10}, (1, 11), "tokens"),
                                                    ({"tokens_per_day": 10}, (1, 6), "tokens")])
