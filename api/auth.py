@@ -18,7 +18,7 @@ from flask import g, request
 
 from api.errors import ApiError
 from api.services import services
-from genq.store.api_keys import KeyInfo
+from genq.store.api_keys import ApiKeyStore, KeyInfo
 from genq.store.quotas import Quota
 from genq.store.schema import Job
 
@@ -74,7 +74,7 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not value:
         raise ApiError(401, "unauthenticated", "send an API key: Authorization: Bearer <key>", "Authorization",
                        headers=_CHALLENGE)
-    key = _find(value)
+    key = _find(svc.api_keys, value)
     if key is None:
         raise ApiError(401, "invalid_api_key", "no such API key", "Authorization", headers=_CHALLENGE)
     if key.revoked_at is not None:
@@ -83,9 +83,8 @@ def authenticate() -> None:
     setattr(g, _G_KEY, key)
 
 
-def _find(value: str) -> KeyInfo | None:
+def _find(api_keys: ApiKeyStore, value: str) -> KeyInfo | None:
     """The key `value` names; for a JOB_WITH_KEY_ENDPOINTS view, its job read along (see job_read_with_key)."""
-    api_keys = services().api_keys
     job_id = (request.view_args or {}).get("job_id") if request.endpoint in JOB_WITH_KEY_ENDPOINTS else None
     if isinstance(job_id, str):
         both = api_keys.find_with_job(value, job_id)

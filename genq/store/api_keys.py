@@ -50,6 +50,11 @@ class KeyInfo:
         return cls(row.id, row.name, row.max_concurrent, row.tokens_per_day, row.created_at, row.revoked_at)
 
 
+def could_be_key(value: str) -> bool:
+    """Whether `value` has a key's form (else it names no key, and is not hashed)."""
+    return value.startswith(PREFIX) and len(value) <= MAX_KEY_CHARS
+
+
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -97,7 +102,7 @@ class ApiKeyStore:
 
     def find(self, value: str) -> KeyInfo | None:
         """The key whose value is `value` (revoked or not: see `revoked_at`), or None."""
-        if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
+        if not could_be_key(value):
             return None
         if self._hot is not None:
             found = self._hot.key(digest(value))
@@ -111,7 +116,7 @@ class ApiKeyStore:
         the API's bare connections; None where there are none (SQLite): then `find` alone."""
         if self._hot is None:
             return None
-        if not value.startswith(PREFIX) or len(value) > MAX_KEY_CHARS:
+        if not could_be_key(value):
             return None, None
         found, job = self._hot.key_and_job(digest(value), job_id)
         return (KeyInfo(**found) if found is not None else None), job

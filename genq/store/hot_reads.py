@@ -13,20 +13,20 @@ from genq.store.bare_connections import BareConnections, utc
 from genq.store.schema import ApiKey, Job
 
 
-def _columns(model: Any) -> tuple[list[str], str]:
-    """A mapped class's attribute names and the SQL list of their columns, in the same order."""
+def _columns(model: Any) -> tuple[list[str], list[str]]:
+    """A mapped class's attribute names and their columns' quoted SQL names, in the same order."""
     attrs = [(a.key, a.columns[0].name) for a in inspect(model).column_attrs]
-    return [key for key, _ in attrs], ", ".join(f'"{name}"' for _, name in attrs)
+    return [key for key, _ in attrs], [f'"{name}"' for _, name in attrs]
 
 
 configure_mappers()  # the instrumented attributes an instance made without a session reads through
 _JOB_ATTRS, _JOB_COLUMNS = _columns(Job)
-_JOB_SQL = f"SELECT {_JOB_COLUMNS} FROM {Job.__tablename__} WHERE id = %s"
+_JOB_SQL = f"SELECT {', '.join(_JOB_COLUMNS)} FROM {Job.__tablename__} WHERE id = %s"
 _KEY_ATTRS = ["id", "name", "max_concurrent", "tokens_per_day", "created_at", "revoked_at"]
 _KEY_SQL = f"SELECT {', '.join(_KEY_ATTRS)} FROM {ApiKey.__tablename__} WHERE key_hash = %s"
 # the key, and the job beside it (all NULL when there is no such job); the job's owner is checked by the caller
 _KEY_AND_JOB_SQL = (f"SELECT {', '.join(f'k.{a}' for a in _KEY_ATTRS)}, "
-                    f"{', '.join(f'j.{c}' for c in _JOB_COLUMNS.split(', '))}, j.id IS NOT NULL "
+                    f"{', '.join(f'j.{c}' for c in _JOB_COLUMNS)}, j.id IS NOT NULL "
                     f"FROM {ApiKey.__tablename__} k LEFT JOIN {Job.__tablename__} j ON j.id = %s "
                     f"WHERE k.key_hash = %s")
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from models.engine.prefill_cost import parse_span
 from models.engine.types import EngineError, GenerationRequest
 from models.params import GenerationParams
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=None, help="default: the model's context length")
     ap.add_argument("--prefill-chunk", type=int, default=512)
-    ap.add_argument("--prefill-span", default="0",
+    ap.add_argument("--prefill-span", type=parse_span, default=0,
                     help="positions where a prompt token's attention costs its projections, or auto (from the "
                          "model's shape); 0, the default: every prompt token costs the same (prefill_cost.py)")
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
@@ -108,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
         a.model = str(smollm2_gguf_path())
     budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
-    span = None if a.prefill_span == "auto" else int(a.prefill_span)
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
-                                               prefill_chunk=a.prefill_chunk, prefill_span=span,
+                                               prefill_chunk=a.prefill_chunk, prefill_span=a.prefill_span,
                                                kv_budget_bytes=budget, dtype=a.dtype), quantization=a.quantization)
     engine.start()
     try:

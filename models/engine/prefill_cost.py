@@ -32,6 +32,16 @@ def attention_span(config: Any) -> int:
     return max(1, weights // (2 * q))
 
 
+def parse_span(text: str) -> int | None:
+    """A command line's prefill span (`--prefill-span`): "auto" is None (EngineConfig: from the model's shape),
+    else a count of positions >= 0 (0: every prompt token costs the same)."""
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise ValueError(f"a prefill span is a count of positions or auto, not {text!r}")
+    return int(text)
+
+
 def chunk_cost(start: int, length: int, span: int) -> float:
     """The cost of prompt tokens start..start+length-1, in tokens at a context's start (span 0: tokens)."""
     if span <= 0:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from long_documents import WORDS, sentence  # noqa: E402 (the long-document workload's word lists)
 
+from models.engine.prefill_cost import parse_span  # noqa: E402
 from models.engine.types import EngineEvent, GenerationRequest  # noqa: E402
 from models.params import GenerationParams  # noqa: E402
 
@@ -68,15 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=7000)
     ap.add_argument("--decoding", type=int, default=4)
     ap.add_argument("--quantization", default="none")
-    ap.add_argument("--prefill-span", default="0",
+    ap.add_argument("--prefill-span", type=parse_span, default=0,
                     help="EngineConfig.prefill_span: N, or auto (from the model's shape); 0, the default: flat")
     a = ap.parse_args(argv)
 
     from models.builtin import smollm2_gguf_path
     from models.engine import EngineConfig, load_engine
 
-    span = None if a.prefill_span == "auto" else int(a.prefill_span)
-    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto", prefill_span=span),
+    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(dtype="auto", prefill_span=a.prefill_span),
                          quantization=a.quantization).start()
     try:
         prompt = long_prompt(engine, a.prompt_tokens)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from models.engine.prefill_cost import attention_span, chunk_cost, chunk_length
+from models.engine.prefill_cost import attention_span, chunk_cost, chunk_length, parse_span
 
 
 def test_the_span_of_smollm2_135m_is_where_attention_flops_equal_the_projections() -> None:
@@ -38,3 +38,10 @@ def test_a_long_prompt_of_the_default_model_takes_shorter_chunks_later() -> None
 
 def test_a_network_of_another_shape_has_no_span() -> None:
     assert attention_span(SimpleNamespace(num_layers=1, head_dim=16)) == 0
+
+
+def test_a_command_lines_span_is_auto_or_a_count_of_positions() -> None:
+    assert parse_span("auto") is None and parse_span("0") == 0 and parse_span("3072") == 3072
+    for bad in ("", "-1", "1.5", "Auto", "many"):
+        with pytest.raises(ValueError, match="count of positions or auto"):
+            parse_span(bad)
