@@ -94,11 +94,13 @@ def engine_factory(batch_size: int, device: str | None, max_len: int | None = No
 
     def build(spec: ModelSpec) -> Any:
         from models.engine import EngineConfig, load_engine
+        from models.quant import compute_dtype_name
 
         budget = None if kv_budget_mb is None else kv_budget_mb << 20  # None: sized from the machine at load
+        mode = spec.quantization or "none"
         config = EngineConfig(max_batch=batch_size, max_len=max_len, kv_budget_bytes=budget,
-                              dtype=dtype,
+                              dtype=compute_dtype_name(mode, dtype, device or "cpu"),
                               **({"device": device} if device else {}))
-        return load_engine(str(spec.source), config, quantization=spec.quantization or "none")
+        return load_engine(str(spec.source), config, quantization=mode)
 
     return build

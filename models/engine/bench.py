@@ -93,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
     ap.add_argument("--quantization", default="none",
-                    help="none (the default) | int8 | int4 (CPU) | bnb_int8 | nf4 | fp4 (bitsandbytes): models/quant/")
+                    help="none (the default) | int8 | int4 | q8 | q4 (CPU) | bnb_int8 | nf4 | fp4 (bitsandbytes): "
+                         "models/quant/")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--stats", action="store_true", help="also print the engine's step statistics to stderr")
     a = ap.parse_args(argv)
 
     from models.engine import EngineConfig, load_engine
+    from models.quant import compute_dtype_name
 
     if a.threads:
         import torch
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
                                                prefill_chunk=a.prefill_chunk, prefill_span=a.prefill_span,
-                                               kv_budget_bytes=budget, dtype=a.dtype), quantization=a.quantization)
+                                               kv_budget_bytes=budget,
+                                               dtype=compute_dtype_name(a.quantization, a.dtype)),
+                       quantization=a.quantization)
     engine.start()
     try:
         result = run_workload(engine, read_workload(a.workload))

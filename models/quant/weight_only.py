@@ -1,10 +1,17 @@
-"""Swap a float network's projections for the weight-only int8 / int4 layers (models/quant/int8.py, int4.py).
+"""Swap a float network's projections for weight-only quantized layers.
 
-Every eligible `nn.Linear` (exactly that type, its name not skipped) becomes an Int8Linear (mode int8) or an
-Int4Linear (mode int4). The LM head becomes an Int8Linear in both modes: 4-bit codes cost the head's
-ranking of 49k tokens more than they save (llama.cpp keeps the default GGUF's token table in Q8_0, too); a
-tied embedding then reads its rows from the same int8 codes (Int8Embedding), so the table is held once.
-Norms stay in the compute dtype.
+| mode | projections | LM head | kernels |
+| --- | --- | --- | --- |
+| int8 | Int8Linear | Int8Linear | torch's (int8.py), bfloat16 activations |
+| int4 | Int4Linear | Int8Linear | torch's (int4.py), bfloat16 activations |
+| q8 | QdotLinear, 8-bit | QdotLinear, 8-bit | genq's (qdot.py), int8 activations |
+| q4 | QdotLinear, 4-bit | QdotLinear, 8-bit | genq's (qdot.py), int8 activations |
+
+Every eligible `nn.Linear` (exactly that type, its name not skipped) is swapped. The LM head stays 8-bit in
+the 4-bit modes: 4-bit codes cost the head's ranking of 49k tokens more than they save (llama.cpp keeps the
+default GGUF's token table in Q8_0, too). A tied embedding reads its rows from int8 codes (Int8Embedding): the
+int8 head's own codes in mode int8 / int4, a table of its own in q8 / q4 (whose head codes are laid out for the
+kernel). Norms stay in the compute dtype.
 """
 from __future__ import annotations
 
@@ -15,8 +22,10 @@ from torch import nn
 
 from models.quant.int4 import Int4Linear
 from models.quant.int8 import Int8Embedding, Int8Linear
+from models.quant.qdot import QdotLinear
 
-WEIGHT_ONLY_MODES = ("int8", "int4")
+WEIGHT_ONLY_MODES = ("int8", "int4", "q8", "q4")
+QDOT_BITS = {"q8": 8, "q4": 4}
 
 
 def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip: Iterable[str]) -> nn.Module:
@@ -32,9 +41,9 @@ def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip:
         parent, _, child = name.rpartition(".")
         setattr(module.get_submodule(parent), child, layer)
     if isinstance(module, LlamaNetwork):
-        _quantize_head_and_embedding(module, dtype)
+        _quantize_head_and_embedding(module, mode, dtype)
     for m in module.modules():
-        if isinstance(m, (Int8Linear, Int4Linear, Int8Embedding)):
+        if isinstance(m, (Int8Linear, Int4Linear, Int8Embedding, QdotLinear)):
             continue
         for pname, p in list(m.named_parameters(recurse=False)):
             setattr(m, pname, nn.Parameter(p.detach().to(dtype), requires_grad=False))
@@ -43,14 +52,23 @@ def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip:
 
 def _swap(linear: nn.Linear, mode: str, dtype: torch.dtype) -> nn.Module:
     weight, bias = linear.weight.detach(), linear.bias
+    if mode in QDOT_BITS:
+        return QdotLinear(weight, bias, dtype, QDOT_BITS[mode])
     if mode == "int8":
         return Int8Linear.from_float(weight, bias, dtype)
     return Int4Linear(weight, bias, dtype)
 
 
-def _quantize_head_and_embedding(net: nn.Module, dtype: torch.dtype) -> None:
+def _quantize_head_and_embedding(net: nn.Module, mode: str, dtype: torch.dtype) -> None:
     embedding = net.embed_tokens
     if not isinstance(embedding, nn.Embedding):
+        return
+    if mode in QDOT_BITS:
+        if net.lm_head is None or type(net.lm_head) is nn.Linear:
+            head = embedding.weight if net.lm_head is None else net.lm_head.weight
+            net.lm_head = QdotLinear(head, None if net.lm_head is None else net.lm_head.bias, dtype, 8)
+        table = Int8Linear.from_float(embedding.weight, None, dtype)
+        net.embed_tokens = Int8Embedding(table.codes, table.scales, dtype)
         return
     if net.lm_head is None:  # tied: one int8 table serves both
         head = Int8Linear.from_float(embedding.weight, None, dtype)

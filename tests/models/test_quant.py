@@ -54,7 +54,7 @@ def stack(seed: int = 0) -> nn.Sequential:
 
 
 def test_unknown_mode_is_refused_naming_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown quantization 'int3'.*none, int8, int4, bnb_int8, nf4, fp4"):
+    with pytest.raises(ValueError, match=r"unknown quantization 'int3'.*none, int8, int4, q8, q4, bnb_int8, nf4, fp4"):
         check_quantization("int3", "cpu")
 
 
