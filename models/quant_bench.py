@@ -27,9 +27,9 @@ from torch import nn
 
 from models.batch import BatchPlan, KVCache
 from models.builtin import smollm2_gguf_path
-from models.dtypes import DTYPES, resolve_dtype
+from models.dtypes import DTYPES
 from models.llama import LlamaNetwork
-from models.quant import QUANT_MODES, load_quantized_network, quantize_network, weight_bytes
+from models.quant import QUANT_MODES, compute_dtype_name, load_quantized_network, quantize_network, weight_bytes
 
 TEXT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
         "movable metal type, oil-based ink and a wooden press adapted from those used for wine. Books became "
@@ -109,8 +109,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, modes interleaved; the best is kept")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto", help="compute dtype of every mode (models/dtypes.py; auto: the "
-                    "device's native one); the agreement reference stays float32")
+    ap.add_argument("--dtype", default="auto", help="compute dtype of every mode (models/dtypes.py; auto: float32 "
+                    "for q4 / q8, else the device's native one); the agreement reference stays float32")
     ap.add_argument("--layer", action="store_true", help="time one 576x1536 Linear instead of the model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,7 +119,7 @@ def main() -> None:
     torch.manual_seed(0)
     path = smollm2_gguf_path()
     modes = args.modes.split(",")
-    dtype = DTYPES[resolve_dtype(args.dtype, args.device)]
+    dtypes = {mode: DTYPES[compute_dtype_name(mode, args.dtype, args.device)] for mode in modes}
 
     from models.gguf import GGUFFile
     from models.tokenizer import Tokenizer
@@ -135,7 +135,7 @@ def main() -> None:
     nets, rows = {}, {}
     for mode in modes:
         t0 = time.perf_counter()
-        _, net = load_quantized_network(path, mode, dtype=dtype, device=args.device)
+        _, net = load_quantized_network(path, mode, dtype=dtypes[mode], device=args.device)
         load_s = time.perf_counter() - t0
         linears = swapped_layer_bytes(net) if mode != "none" else \
             sum(weight_bytes(m) for m in net.modules() if type(m) is nn.Linear)
@@ -152,23 +152,26 @@ def main() -> None:
     best = {(mode, b): float("inf") for mode in modes for b in BATCHES}
     for b in BATCHES:
         cfg = nets[modes[0]].cfg
-        cache = KVCache.allocate(cfg.num_layers, 2 * b + 1, cfg.num_kv_heads, args.context + 40, cfg.head_dim,
-                                 nets[modes[0]].dtype, nets[modes[0]].device)
-        cache.k.normal_()
-        cache.v.normal_()
+        caches = {}  # one per compute dtype
+        for dt in set(dtypes.values()):
+            caches[dt] = KVCache.allocate(cfg.num_layers, 2 * b + 1, cfg.num_kv_heads, args.context + 40,
+                                          cfg.head_dim, dt, nets[modes[0]].device)
+            caches[dt].k.normal_()
+            caches[dt].v.normal_()
         for _ in range(args.rounds):
             for mode in modes:
-                step = decode_step(nets[mode], cache, b, args.context)
+                step = decode_step(nets[mode], caches[dtypes[mode]], b, args.context)
                 best[mode, b] = min(best[mode, b], best_time(step, repeat=max(3, 24 // b)))
-        del cache
+        del caches
 
-    print(f"SmolLM2-135M-Instruct (GGUF), torch {torch.__version__}, {args.threads} threads, {args.device}, {dtype}, "
+    print(f"SmolLM2-135M-Instruct (GGUF), torch {torch.__version__}, {args.threads} threads, {args.device}, "
           f"decode context ~{args.context}, text {len(text_ids)} tokens")
-    print(f"{'mode':5} {'load s':>6} {'weights MiB':>11} {'linears MiB':>11} {'ratio':>5} "
+    print(f"{'mode':5} {'dtype':>8} {'load s':>6} {'weights MiB':>11} {'linears MiB':>11} {'ratio':>5} "
           + " ".join(f"{f'B={b} tok/s':>11}" for b in BATCHES) + f" {'agree':>6} {'KL':>6} {'greedy':>7}")
     for mode in modes:
         r = rows[mode]
-        print(f"{mode:5} {r['load_s']:6.1f} {r['total'] / 2**20:11.1f} {r['linears'] / 2**20:11.1f} "
+        dt = str(dtypes[mode]).removeprefix("torch.")
+        print(f"{mode:5} {dt:>8} {r['load_s']:6.1f} {r['total'] / 2**20:11.1f} {r['linears'] / 2**20:11.1f} "
               f"{r['linears'] / float_linear_bytes:5.3f} " + " ".join(f"{b / best[mode, b]:11.1f}" for b in BATCHES)
               + f" {r['agree']:6.3f} {r['kl']:6.3f} {r['same']:3d}/{GREEDY_TOKENS}")
 

@@ -16,11 +16,12 @@ import json
 from models.builtin import smollm2_gguf_path
 from models.engine import EngineConfig, load_engine
 from models.engine.bench import read_workload, to_request
+from models.quant import compute_dtype_name
 
 
 def answers(lines: list[dict], quantization: str, dtype: str) -> list[list[int]]:
-    engine = load_engine(str(smollm2_gguf_path()), EngineConfig(max_batch=64, max_len=512, dtype=dtype),
-                         quantization=quantization)
+    config = EngineConfig(max_batch=64, max_len=512, dtype=compute_dtype_name(quantization, dtype))
+    engine = load_engine(str(smollm2_gguf_path()), config, quantization=quantization)
     engine.start()
     try:
         handles = [engine.submit(to_request(line)) for line in lines]
