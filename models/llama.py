@@ -55,11 +55,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """weight * (x / sqrt(mean(x^2) + eps)), the normalization in float32 (torch's fused rms_norm: the same
-        bits as x * rsqrt(x.pow(2).mean(-1) + eps) written out, in one operator instead of five), then back
-        to x's dtype before the weight, as transformers' LlamaRMSNorm does."""
         dtype = x.dtype
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(dtype)
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
 
 
 @dataclass
