@@ -228,7 +228,8 @@ static void gemm_group(int bits, const int8_t *xq, const float *dx, const float 
             const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + (g * nb + b) * 8)));
             for (int r = 0; r < rows; r++) {
                 const int64_t rr = r0 + r;
-                const int32_t *xb = (const int32_t *)(xq + rr * k + b * 32);
+                int32_t xb[8];  /* the block's 32 codes as 8 groups of 4 (memcpy: no aliasing of the int8 array) */
+                memcpy(xb, xq + rr * k + b * 32, 32);
                 __m256i s = bits == 4 ? block_dot4(wv, xb) : block_dot8(wv, xb, xs[rr * nb + b]);
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dv, _mm256_set1_ps(dx[rr * nb + b])), acc[r]);
                 if (bits == 4)
@@ -238,6 +239,7 @@ static void gemm_group(int bits, const int8_t *xq, const float *dx, const float 
         }
         for (int r = 0; r < rows; r++) _mm256_storeu_ps(res[r], _mm256_add_ps(acc[r], accm[r]));
 #else
+        (void)xs;  /* the portable path sums signed codes as they are */
         for (int r = 0; r < rows; r++) {
             const int64_t rr = r0 + r;
             for (int c = 0; c < 8; c++) {
@@ -321,7 +323,8 @@ static void gemm_group_pair(int bits, const int8_t *xq, const float *dx, const f
                                         : _mm512_setzero_ps();
             for (int r = 0; r < rows; r++) {
                 const int64_t rr = r0 + r;
-                const int32_t *xb = (const int32_t *)(xq + rr * k + b * 32);
+                int32_t xb[8];  /* the block's 32 codes as 8 groups of 4 (memcpy: no aliasing of the int8 array) */
+                memcpy(xb, xq + rr * k + b * 32, 32);
                 __m512i s;
                 if (bits == 4) {
                     __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
