@@ -170,8 +170,8 @@ def main() -> None:
           + " ".join(f"{f'B={b} tok/s':>11}" for b in BATCHES) + f" {'agree':>6} {'KL':>6} {'greedy':>7}")
     for mode in modes:
         r = rows[mode]
-        dt = str(dtypes[mode]).removeprefix("torch.")
-        print(f"{mode:5} {dt:>8} {r['load_s']:6.1f} {r['total'] / 2**20:11.1f} {r['linears'] / 2**20:11.1f} "
+        dtype_name = str(dtypes[mode]).removeprefix("torch.")
+        print(f"{mode:5} {dtype_name:>8} {r['load_s']:6.1f} {r['total'] / 2**20:11.1f} {r['linears'] / 2**20:11.1f} "
               f"{r['linears'] / float_linear_bytes:5.3f} " + " ".join(f"{b / best[mode, b]:11.1f}" for b in BATCHES)
               + f" {r['agree']:6.3f} {r['kl']:6.3f} {r['same']:3d}/{GREEDY_TOKENS}")
 
