@@ -151,3 +151,25 @@ def test_a_copy_reads_its_own_weights_once_the_original_is_gone():
     torch.randn(32, 64 * 64)  # let other tensors take the freed memory
     assert torch.equal(twin(x), want)
     assert twin._weights()[0] == twin.codes.data_ptr()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_packing_a_few_rows_at_a_time_gives_the_whole_weights_packing(bits, monkeypatch):
+    import models.quant.qdot as qdot
+
+    w = torch.randn(48, 64)
+    whole = QdotLinear(w, None, torch.float32, bits)
+    monkeypatch.setattr(qdot, "PACK_ROWS", 16)
+    pieces = QdotLinear(w, None, torch.float32, bits)
+    for name in ("codes", "scales", "offsets"):
+        assert torch.equal(getattr(pieces, name), getattr(whole, name)), name
+
+
+def test_int8_rows_quantized_a_few_at_a_time_are_the_whole_tables(monkeypatch):
+    import models.quant.int8 as int8
+
+    w = torch.randn(40, 64)
+    codes, scales = int8.quantize_rows(w)
+    monkeypatch.setattr(int8, "ROWS_AT_A_TIME", 16)
+    codes16, scales16 = int8.quantize_rows(w)
+    assert torch.equal(codes16, codes) and torch.equal(scales16, scales)
