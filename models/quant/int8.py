@@ -18,22 +18,20 @@ import torch
 from torch import nn
 
 from models.quant.kernel_dtype import KERNEL_DTYPE, to_kernel
-
-ROWS_AT_A_TIME = 4096
+from models.quant.rows import by_rows
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8 of a float weight (N, K): codes (N, K) int8 and scales (N,) float32. Computed 4,096
-    rows at a time (rows do not depend on each other), so that a 49k-row embedding table's float32 temporaries do
-    not all exist at once at the load's peak."""
-    n = weight.shape[0]
-    codes = torch.empty(weight.shape, dtype=torch.int8)
-    scales = torch.empty(n, dtype=torch.float32)
-    for i in range(0, n, ROWS_AT_A_TIME):
-        w = weight[i:i + ROWS_AT_A_TIME].detach().float()
-        s = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        codes[i:i + ROWS_AT_A_TIME] = torch.round(w / s[:, None]).clamp_(-127, 127).to(torch.int8)
-        scales[i:i + ROWS_AT_A_TIME] = s
+    """Symmetric per-row int8 of a float weight (N, K): codes (N, K) int8 and scales (N,) float32, a slice of rows
+    at a time (rows.py)."""
+    codes, scales = by_rows(_quantize_rows, weight)
+    return codes, scales
+
+
+def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    codes = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
     return codes, scales
 
 

@@ -17,14 +17,13 @@ rows (qdot.c), so the layers are `row_independent` and run with no padded tile (
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from models.quant.errors import QuantizationError
 from models.quant.int4 import quantize_groups
 from models.quant.native import library
+from models.quant.rows import by_rows
 
 BLOCK = 32  # weights per block along K, with their own scale
 COLUMNS = 8  # output columns interleaved in the kernels' layout
@@ -36,30 +35,14 @@ def _groups(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float16).reshape(n // COLUMNS, COLUMNS, nb).transpose(1, 2).contiguous()
 
 
-# Weights are packed this many rows at a time: the temporaries of a whole 49k-row LM head (float32 copies, int32
-# codes) took about 0.2 GB at the load's peak; packed rows do not depend on the other rows.
-PACK_ROWS = 4096
-
-
-Packer = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
-
-
-def _by_rows(pack: Packer, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """pack(weight) computed PACK_ROWS rows at a time, each output joined along its first (group) dimension."""
-    if weight.shape[0] <= PACK_ROWS:
-        return pack(weight)
-    parts = [pack(weight[i:i + PACK_ROWS]) for i in range(0, weight.shape[0], PACK_ROWS)]
-    return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
-
-
 def pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """A float weight (N, K) as the kernels' 4-bit codes (N/8, nb, 4, 32) uint8, scales and offsets (N/8, nb, 8)."""
-    return _by_rows(_pack_q4, weight)
+    return by_rows(_pack_q4, weight)  # a slice of rows at a time (rows.py)
 
 
 def pack_q8(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """A float weight (N, K) as the kernels' 8-bit codes (N/8, nb, 8, 32) int8 and scales (N/8, nb, 8)."""
-    return _by_rows(_pack_q8, weight)
+    return by_rows(_pack_q8, weight)
 
 
 def _pack_q4(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -155,11 +155,11 @@ def test_a_copy_reads_its_own_weights_once_the_original_is_gone():
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_packing_a_few_rows_at_a_time_gives_the_whole_weights_packing(bits, monkeypatch):
-    import models.quant.qdot as qdot
+    import models.quant.rows as rows_module
 
     w = torch.randn(48, 64)
     whole = QdotLinear(w, None, torch.float32, bits)
-    monkeypatch.setattr(qdot, "PACK_ROWS", 16)
+    monkeypatch.setattr(rows_module, "ROWS_AT_A_TIME", 16)
     pieces = QdotLinear(w, None, torch.float32, bits)
     for name in ("codes", "scales", "offsets"):
         assert torch.equal(getattr(pieces, name), getattr(whole, name)), name
@@ -167,9 +167,10 @@ def test_packing_a_few_rows_at_a_time_gives_the_whole_weights_packing(bits, monk
 
 def test_int8_rows_quantized_a_few_at_a_time_are_the_whole_tables(monkeypatch):
     import models.quant.int8 as int8
+    import models.quant.rows as rows_module
 
     w = torch.randn(40, 64)
     codes, scales = int8.quantize_rows(w)
-    monkeypatch.setattr(int8, "ROWS_AT_A_TIME", 16)
+    monkeypatch.setattr(rows_module, "ROWS_AT_A_TIME", 16)
     codes16, scales16 = int8.quantize_rows(w)
     assert torch.equal(codes16, codes) and torch.equal(scales16, scales)

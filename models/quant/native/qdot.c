@@ -191,10 +191,18 @@ static inline __m256i block_dot8(const __m256i w[8], const int32_t *xb, int32_t 
 #endif
 
 #define ROWS 4  /* rows sharing one unpacking of a block's weights */
-#define PARALLEL_MACS (1 << 17)
+#define PARALLEL_MACS (1 << 17)  /* smaller products run on the calling thread */
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 4096  /* how far ahead of the block being multiplied its successors' codes are fetched */
-#endif  /* smaller products run on the calling thread */
+#endif
+
+/* `width` results of one row into out (float32 or bfloat16) from element `at` on. */
+static void store(void *out, int out_bf16, int64_t at, const float *res, int width) {
+    for (int c = 0; c < width; c++) {
+        if (out_bf16) ((uint16_t *)out)[at + c] = float_to_bf16(res[c]);
+        else ((float *)out)[at + c] = res[c];
+    }
+}
 
 static void gemm_group(int bits, const int8_t *xq, const float *dx, const float *sx, const int32_t *xs,
                        int64_t m, int64_t k, const uint8_t *codes, const uint16_t *d, const uint16_t *mn, int64_t n,
@@ -267,13 +275,7 @@ static void gemm_group(int bits, const int8_t *xq, const float *dx, const float 
             }
         }
 #endif
-        for (int r = 0; r < rows; r++) {
-            const int64_t at = (r0 + r) * n + g * 8;
-            for (int c = 0; c < 8; c++) {
-                if (out_bf16) ((uint16_t *)out)[at + c] = float_to_bf16(res[r][c]);
-                else ((float *)out)[at + c] = res[r][c];
-            }
-        }
+        for (int r = 0; r < rows; r++) store(out, out_bf16, (r0 + r) * n + g * 8, res[r], 8);
     }
 }
 
@@ -343,15 +345,7 @@ static void gemm_group_pair(int bits, const int8_t *xq, const float *dx, const f
             }
         }
         for (int r = 0; r < rows; r++) _mm512_storeu_ps(res[r], _mm512_add_ps(acc[r], accm[r]));
-        for (int r = 0; r < rows; r++) {
-            for (int half = 0; half < 2; half++) {
-                const int64_t at = (r0 + r) * n + (g + half) * 8;
-                for (int c = 0; c < 8; c++) {
-                    if (out_bf16) ((uint16_t *)out)[at + c] = float_to_bf16(res[r][8 * half + c]);
-                    else ((float *)out)[at + c] = res[r][8 * half + c];
-                }
-            }
-        }
+        for (int r = 0; r < rows; r++) store(out, out_bf16, (r0 + r) * n + g * 8, res[r], 16);  /* g, g + 1 */
     }
 }
 #endif
