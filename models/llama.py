@@ -23,6 +23,7 @@ from torch import nn
 
 from models.batch import BLOCK_SIZE, NULL_BLOCK, BatchPlan, KVCache
 from models.config import ModelConfig
+from models.fused_layers import FusedOps, forward_layers
 from models.invariant_ops import (
     DECODE_KEY_BLOCK,
     PREFILL_KEY_BLOCK,
@@ -108,6 +109,10 @@ class _Step:
     prefills: list[tuple[int, int, int, int]]  # (offset, row, start, length)
     prefill_blocks: list[torch.Tensor]  # per chunk, (S / BLOCK_SIZE,) its row's first blocks (null-padded)
     prefill_biases: list[torch.Tensor]  # (1, length * group, S) float: 0 = attend, -inf = hidden
+    # for the fused layers (models/fused_layers.py), in place of decode_groups: the decode rows' block tables
+    # (B, W) and positions (B,), int64
+    decode_tables: torch.Tensor | None = None
+    decode_positions: torch.Tensor | None = None
 
 
 class Attention(nn.Module):
@@ -224,7 +229,12 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaNetwork(nn.Module):
-    """The decoder and its LM head (the embedding matrix itself when the model ties them)."""
+    """The decoder and its LM head (the embedding matrix itself when the model ties them).
+
+    `fused_ops`: set (models/quant/weight_only.py) when the network computes in float32 on the q4 / q8 kernels,
+    whose layers then run on fused C operators (models/fused_layers.py); None: the torch layers."""
+
+    fused_ops: FusedOps | None = None
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -266,8 +276,11 @@ class LlamaNetwork(nn.Module):
         """Run one step: write the step's k/v into `cache`; logits (R, vocab) float32 for plan.logits_rows."""
         step = self._prepare(plan, cache)
         x = self.embed_tokens(plan.token_ids.to(self.device))  # (N, hidden)
-        for layer in self.layers:
-            x = layer(x, cache, step)
+        if self.fused_ops is not None:
+            x = forward_layers(self, self.fused_ops, x.contiguous(), cache, step)
+        else:
+            for layer in self.layers:
+                x = layer(x, cache, step)
         x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
         logits = project(self._head(), x, RowTiling.uniform(x.shape[0], self.dtype))
         return logits.float()
@@ -297,13 +310,19 @@ class LlamaNetwork(nn.Module):
         positions, slots = plan.positions.to(dev), plan.slots.to(dev)
         write_index = BatchPlan(plan.token_ids, positions, slots, plan.num_decode, plan.prefills, plan.logits_rows,
                                 tables).cache_index(cache)
+        if self.fused_ops is not None:
+            write_index = write_index.to(torch.int64).contiguous()
         cos, sin = self._rope.cos_sin(positions)
         window = self.cfg.sliding_window
         kvh, group = self.cfg.num_kv_heads, self.cfg.num_heads // self.cfg.num_kv_heads
 
         b = plan.num_decode
         groups: list[_DecodeGroup] = []
-        if b:
+        decode_tables = decode_positions = None
+        if b and self.fused_ops is not None:  # the fused attention reads each row's own blocks and positions
+            decode_tables = tables[slots[:b]].to(torch.int64).contiguous()
+            decode_positions = positions[:b].to(torch.int64).contiguous()
+        elif b:
             pos = positions[:b]
             spans = [key_span(p + 1, DECODE_KEY_BLOCK) // DECODE_KEY_BLOCK for p in plan.positions[:b].tolist()]
             parts = decode_groups(spans, GROUP_OVERHEAD_BLOCKS)
@@ -329,7 +348,8 @@ class LlamaNetwork(nn.Module):
             bias = attention_bias(q_pos, keys, window, self.dtype)  # (T, S)
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         tiling = RowTiling.for_step(n, b, self.dtype)
-        return _Step(write_index, cos, sin, b, tiling, groups, list(plan.prefills), prefill_blocks, biases)
+        return _Step(write_index, cos, sin, b, tiling, groups, list(plan.prefills), prefill_blocks, biases,
+                     decode_tables, decode_positions)
 
 
 def _first_blocks(tables: torch.Tensor, width: int) -> torch.Tensor:

@@ -11,7 +11,8 @@ Every eligible `nn.Linear` (exactly that type, its name not skipped) is swapped.
 the 4-bit modes: 4-bit codes cost the head's ranking of 49k tokens more than they save (llama.cpp keeps the
 default GGUF's token table in Q8_0, too). A tied embedding reads its rows from int8 codes (Int8Embedding): the
 int8 head's own codes in mode int8 / int4, a table of its own in q8 / q4 (whose head codes are laid out for the
-kernel). Norms stay in the compute dtype.
+kernel). Norms stay in the compute dtype. In q8 / q4 computing in float32, the layers' other operators run fused
+in C too (models/fused_layers.py).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ QDOT_BITS = {"q8": 8, "q4": 4}
 def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip: Iterable[str]) -> nn.Module:
     """Swap `module`'s eligible Linears (in place) for `mode` layers computing in `dtype`; returns `module`.
     A LlamaNetwork's LM head and embedding go to int8 (see the module docstring); the rest is cast to `dtype`."""
+    from models.fused_layers import FusedOps
     from models.llama import LlamaNetwork
 
     skip = frozenset(skip)
@@ -42,6 +44,8 @@ def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip:
         setattr(module.get_submodule(parent), child, layer)
     if isinstance(module, LlamaNetwork):
         _quantize_head_and_embedding(module, mode, dtype)
+        if mode in QDOT_BITS and dtype == torch.float32:  # its layers' small operators fused (fused_layers.py)
+            module.fused_ops = FusedOps()
     for m in module.modules():
         if isinstance(m, (Int8Linear, Int4Linear, Int8Embedding, QdotLinear)):
             continue

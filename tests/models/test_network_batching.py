@@ -7,18 +7,26 @@ import torch
 
 from models.batch import BatchPlan
 from models.config import ModelConfig
+from models.fused_layers import FusedOps
 from models.llama import LlamaNetwork
 
 VOCAB = 96
 MAX_LEN = 64
 
 
-@pytest.fixture(scope="module", params=[None, 6], ids=["full_attention", "sliding_window_6"])
+@pytest.fixture(scope="module", params=[(None, False), (6, False), (None, True), (6, True)],
+                ids=["full_attention", "sliding_window_6", "fused_full_attention", "fused_sliding_window_6"])
 def net(request, random_network) -> LlamaNetwork:
-    return random_network(ModelConfig(architecture="mistral" if request.param else "llama", vocab_size=VOCAB,
-                                      hidden_size=48, intermediate_size=80, num_layers=2, num_heads=6,
-                                      num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
-                                      max_position_embeddings=MAX_LEN, sliding_window=request.param))
+    """The torch layers, and the fused C operators of the q modes (models/fused_layers.py) on the same float32
+    network: every case holds on both."""
+    window, fused = request.param
+    net = random_network(ModelConfig(architecture="mistral" if window else "llama", vocab_size=VOCAB,
+                                     hidden_size=48, intermediate_size=80, num_layers=2, num_heads=6,
+                                     num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+                                     max_position_embeddings=MAX_LEN, sliding_window=window))
+    if fused:
+        net.fused_ops = FusedOps()
+    return net
 
 
 def garbage_cache(net: LlamaNetwork, n_slots: int):

@@ -1,9 +1,10 @@
-"""The C kernels of the q4 / q8 modes (qdot.c), compiled for this CPU on first use and loaded with ctypes.
+"""The C kernels of the q4 / q8 modes (qdot.c: the quantized products; layer_ops.c: the layer's other operators,
+fused), compiled for this CPU on first use and loaded with ctypes.
 
 The library is built by the C compiler (`$CC`, else `cc`) with the instruction sets this CPU reports (AVX2, FMA
 and F16C, and AVX-VNNI and AVX512-VNNI where present; none: the portable scalar path, which gives the same
 bits) into a cache directory (`$GENQ_NATIVE_CACHE`, else `~/.cache/genq/native`), named by a hash of the
-source, the flags and the compiler's version, so a rebuilt source or another CPU gets its own file. OpenMP
+sources, the flags and the compiler's version, so a rebuilt source or another CPU gets its own file. OpenMP
 comes from the libgomp torch has already loaded, so the kernels share torch's threads (`torch.set_num_threads`).
 
 No compiler, or a build that fails: `NativeUnavailable` (a QuantizationError) saying why, when the mode is
@@ -24,7 +25,7 @@ import torch
 
 from models.quant.errors import QuantizationError
 
-SOURCE = Path(__file__).with_name("qdot.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("qdot.c", "layer_ops.c"))
 BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-ffp-contract=off", "-fopenmp")
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx2+avx-vnni", 3: "avx512-vnni"}
 ISA_LEVELS = ("scalar", "avx2", "avx-vnni", "auto")
@@ -77,16 +78,18 @@ def build(isa: str = "auto") -> Path:
                                 "(cc, or $CC); none was found")
     flags = BASE_FLAGS + isa_flags(isa)
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *flags, version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*(s.read_text() for s in SOURCES), *flags, version]).encode()).hexdigest()[:16]
     target = cache_dir() / f"qdot-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
+        done = subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", str(out), "-lm"], capture_output=True,
+                              text=True)
         if done.returncode:
-            raise NativeUnavailable(f"compiling {SOURCE.name} failed ({compiler}): {done.stderr.strip()[-800:]}")
+            names = ", ".join(s.name for s in SOURCES)
+            raise NativeUnavailable(f"compiling {names} failed ({compiler}): {done.stderr.strip()[-800:]}")
         os.replace(out, target)  # atomic: a concurrent build of the same key writes the same bytes
     return target
 
@@ -100,6 +103,15 @@ def library(isa: str = "auto") -> ctypes.CDLL:
     lib.genq_qdot_linear.argtypes = [p, i32, i64, i64, i32, p, p, p, i64, p, i32]
     lib.genq_qdot_linear.restype = i32
     lib.genq_qdot_isa.restype = i32
+    f32 = ctypes.c_float
+    lib.genq_add_rms_norm.argtypes = [p, p, i64, i64, p, f32, p]
+    lib.genq_add_rms_norm.restype = None
+    lib.genq_silu_mul.argtypes = [p, i64, i64, p]
+    lib.genq_silu_mul.restype = None
+    lib.genq_rope_write.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, i64, p]
+    lib.genq_rope_write.restype = None
+    lib.genq_decode_attention.argtypes = [p, i64, i64, i64, i64, p, p, i64, i64, p, i64, p, i64, f32, p]
+    lib.genq_decode_attention.restype = i32
     return lib
 
 

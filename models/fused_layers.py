@@ -1,0 +1,129 @@
+"""The decoder's layers with their small operators fused in C (models/quant/native/layer_ops.c), for networks
+computing in float32 on the q4 / q8 kernels.
+
+A layer in torch is some fifty operators (norms, rotary embedding, cache writes, attention's gathers and
+products, the SwiGLU gate, residual adds), each a few microseconds of dispatch. When one or a few sequences
+decode, those microseconds are most of a step: in q4, one decode row of the default model took about 14 ms
+a step on a 2-core Xeon, of which the quantized products were 7. Here a layer is nine calls:
+
+    x += h; y = norm(x)        genq_add_rms_norm (h: the previous layer's MLP output; none before layer 0)
+    qkv = qkv_proj(y)          the q4 / q8 kernel
+    q = rope(q); k, v -> cache genq_rope_write (every row's k and v at its position in the paged cache)
+    a = attention(q)           decode rows: genq_decode_attention (one query per row over its blocks);
+                               prefill chunks: the torch path's own (models/llama.py, Attention._prefill_attention)
+    h = o_proj(a)
+    x += h; y = norm(x)        genq_add_rms_norm
+    g = gate_up_proj(y)
+    h = down_proj(silu(gate) * up)   genq_silu_mul
+
+Every C operator computes a row as if it were alone, in the same order on every build (layer_ops.c), and the
+q kernels are row independent (qdot.c): batch invariance holds as on the torch path. The numbers are not the
+torch path's bits (a different exp, another order of sums); a network uses one path or the other for all its
+steps, chosen when it is quantized (models/quant/weight_only.py).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING, cast
+
+import torch
+
+from models.batch import BLOCK_SIZE, KVCache
+from models.invariant_ops import project
+from models.quant.native import library
+
+if TYPE_CHECKING:
+    from models.llama import DecoderLayer, LlamaNetwork, RMSNorm, _Step
+
+
+class FusedOps:
+    """The fused operators of the library built for `isa` (models/quant/native), on float32 tensors."""
+
+    def __init__(self, isa: str = "auto"):
+        self.isa = isa
+        self._lib: ctypes.CDLL | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"isa": self.isa, "_lib": None}  # a loaded library is not copied: the copy loads it (cached)
+
+    @property
+    def lib(self) -> ctypes.CDLL:
+        if self._lib is None:
+            self._lib = library(self.isa)
+        return self._lib
+
+    def add_rms_norm(self, x: torch.Tensor, h: torch.Tensor | None, norm: RMSNorm) -> torch.Tensor:
+        """x += h (in place; none when h is None), then norm(x), for x (N, dim) contiguous float32."""
+        y = torch.empty_like(x)
+        self.lib.genq_add_rms_norm(x.data_ptr(), None if h is None else _f32(h).data_ptr(), x.shape[0], x.shape[1],
+                                   norm.weight.data_ptr(), norm.eps, y.data_ptr())
+        return y
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """(N, 2 I), gate then up -> silu(gate) * up (N, I)."""
+        gate_up = _f32(gate_up)
+        n, inter = gate_up.shape[0], gate_up.shape[1] // 2
+        out = gate_up.new_empty(n, inter)
+        self.lib.genq_silu_mul(gate_up.data_ptr(), n, inter, out.data_ptr())
+        return out
+
+    def rope_write(self, qkv: torch.Tensor, step: _Step, k_layer: torch.Tensor, v_layer: torch.Tensor,
+                   heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
+        """q rotated (N, heads, head_dim); k rotated and v written to the layer's cache at step.write_index."""
+        qkv = _f32(qkv)
+        n = qkv.shape[0]
+        q = qkv.new_empty(n, heads, head_dim)
+        self.lib.genq_rope_write(qkv.data_ptr(), n, heads, kv_heads, head_dim, step.cos.data_ptr(),
+                                 step.sin.data_ptr(), step.write_index.data_ptr(), k_layer.data_ptr(),
+                                 v_layer.data_ptr(), k_layer.shape[1] * k_layer.shape[2], q.data_ptr())
+        return q
+
+    def decode_attention(self, q: torch.Tensor, k_layer: torch.Tensor, v_layer: torch.Tensor, step: _Step,
+                         window: int | None) -> torch.Tensor:
+        """Attention of the step's decode rows q (B, H, hd) (contiguous) over their blocks; (B, H, hd)."""
+        b, heads, hd = q.shape
+        tables, positions = step.decode_tables, step.decode_positions
+        if tables is None or positions is None:
+            raise RuntimeError("fused decode attention for a step prepared without decode tables")
+        out = q.new_empty(b, heads, hd)
+        if self.lib.genq_decode_attention(q.data_ptr(), b, heads, k_layer.shape[0], hd, k_layer.data_ptr(),
+                                          v_layer.data_ptr(), k_layer.shape[1], BLOCK_SIZE, tables.data_ptr(),
+                                          tables.shape[1], positions.data_ptr(), window or 0, hd ** -0.5,
+                                          out.data_ptr()):
+            raise MemoryError("fused decode attention: no scratch memory")
+        return out
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype is not torch.float32 or not t.is_contiguous():
+        raise TypeError(f"fused operators take contiguous float32 tensors, not {t.dtype} "
+                        f"{'contiguous' if t.is_contiguous() else 'strided'}")
+    return t
+
+
+def forward_layers(net: LlamaNetwork, ops: FusedOps, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
+    """The decoder layers on x (N, hidden) float32 (consumed: it is the residual stream, updated in place)."""
+    n, b, window = x.shape[0], step.num_decode, net.cfg.sliding_window
+    h: torch.Tensor | None = None
+    for layer in cast("list[DecoderLayer]", list(net.layers)):
+        attn, mlp = layer.self_attn, layer.mlp
+        heads, kvh, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
+        y = ops.add_rms_norm(x, h, layer.input_layernorm)
+        k_pool, v_pool = cache.k[attn.layer], cache.v[attn.layer]  # (KV, n_blocks, BLOCK_SIZE, hd)
+        q = ops.rope_write(project(attn.qkv_proj, y, step.tiling), step, k_pool, v_pool, heads, kvh, hd)
+        if b == n:
+            a = ops.decode_attention(q, k_pool, v_pool, step, window)
+        else:
+            a = torch.empty_like(q)
+            if b:
+                a[:b] = ops.decode_attention(q[:b], k_pool, v_pool, step, window)
+            for (offset, _row, _start, length), blocks, bias in zip(step.prefills, step.prefill_blocks,
+                                                                    step.prefill_biases, strict=True):
+                a[offset:offset + length] = attn._prefill_attention(q[offset:offset + length], k_pool, v_pool,
+                                                                    blocks, bias)
+        h = project(attn.o_proj, a.view(n, heads * hd), step.tiling)
+        y = ops.add_rms_norm(x, h, layer.post_attention_layernorm)
+        h = project(mlp.down_proj, ops.silu_mul(project(mlp.gate_up_proj, y, step.tiling)), step.tiling)
+    if h is not None:
+        x += h
+    return x

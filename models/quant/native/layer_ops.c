@@ -1,0 +1,164 @@
+/* The decoder layer's small float32 operators, fused, for the q4 / q8 modes (models/native_layers.py): a layer's
+ * norms, rotary embedding and cache writes, decode attention and SwiGLU gate, each one C call over all the
+ * step's rows instead of some fifty torch operators a layer, whose dispatch cost more than the arithmetic
+ * when one or a few sequences decode.
+ *
+ * Bitwise determinism, as in qdot.c: every output element is computed by the same float operations in the same
+ * order whatever the number of rows, the other rows, the thread count or the instruction set. The code is plain
+ * C (the compiler vectorizes it across independent lanes, never by reassociating a sum: -ffp-contract=off and
+ * no fast-math), sums run over fixed lanes of LANES then a fixed tree, and threads split the work by whole rows
+ * (or whole (row, kv head) pairs), each computed as if alone. So the scalar and vector builds give the same
+ * bits (tests/models/test_native_layers.py compares them), and a sequence's answer does not depend on its
+ * neighbours (batch invariance).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define PARALLEL_WORK (1 << 16)  /* less work than this (multiply-adds) runs on the calling thread */
+
+/* sum of a[i] * b[i]: LANES partial sums, i taken in order within a lane, then a fixed pairwise tree */
+static inline float dot(const float *a, const float *b, int64_t n) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
+    for (int j = 0; i + j < n; j++) acc[j] += a[i + j] * b[i + j];
+    for (int w = LANES / 2; w; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+/* e^x for x <= 88 (larger inputs give e^88; inputs below -87.3 give about 1e-38, not 0), about 2 ulp: x = n ln2 + r, |r| <= ln2 / 2,
+ * e^r by a degree-6 polynomial, 2^n into the exponent bits. Branch free, so loops over it vectorize, and the
+ * same operations in any build (no libm call whose vector and scalar versions could differ). */
+static inline float exp_f32(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float shifter = 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer, to nearest even */
+    float n = (x * 1.44269504f + shifter) - shifter;
+    float r = x - n * 0.693145752f;  /* ln2 in two parts (Cody and Waite) */
+    r = r - n * 1.42860677e-6f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, 4);
+    return p * scale;
+}
+
+/* Per row of x (rows, dim): if h, x += h first (in place: the residual stream); then
+ * y = w * (x * (1 / sqrt(mean(x^2) + eps))). */
+void genq_add_rms_norm(float *x, const float *h, int64_t rows, int64_t dim, const float *w, float eps, float *y) {
+#pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_WORK)
+    for (int64_t r = 0; r < rows; r++) {
+        float *xr = x + r * dim, *yr = y + r * dim;
+        if (h)
+            for (int64_t i = 0; i < dim; i++) xr[i] = xr[i] + h[r * dim + i];
+        const float inv = 1.0f / sqrtf(dot(xr, xr, dim) / (float)dim + eps);
+        for (int64_t i = 0; i < dim; i++) yr[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+/* gate_up (rows, 2 * inter), gate then up per row -> out (rows, inter) = silu(gate) * up, silu(g) = g / (1 + e^-g) */
+void genq_silu_mul(const float *gate_up, int64_t rows, int64_t inter, float *out) {
+#pragma omp parallel for schedule(static) if (rows * inter >= PARALLEL_WORK)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gate_up + r * 2 * inter, *u = g + inter;
+        float *o = out + r * inter;
+        for (int64_t i = 0; i < inter; i++) o[i] = g[i] / (1.0f + exp_f32(-g[i])) * u[i];
+    }
+}
+
+/* Rows of qkv (rows, (heads + 2 kv_heads) hd), q then k then v heads: q's and k's heads rotated by their row's
+ * cos, sin (rows, hd; halves as rotate_half: x * cos + (-x2, x1) * sin); q into q_out (rows, heads, hd); k and v
+ * written to the layer's cache k_layer, v_layer (kv_heads, positions, hd) at the row's flat index. */
+void genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd, const float *cos,
+                     const float *sin, const int64_t *write_index, float *k_layer, float *v_layer, int64_t positions,
+                     float *q_out) {
+    const int64_t half = hd / 2, width = (heads + 2 * kv_heads) * hd;
+#pragma omp parallel for schedule(static) if (rows * width >= PARALLEL_WORK)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = qkv + r * width, *c = cos + r * hd, *s = sin + r * hd;
+        for (int64_t h = 0; h < heads + kv_heads; h++) {
+            const float *x = row + h * hd;
+            float *o = h < heads ? q_out + (r * heads + h) * hd
+                                 : k_layer + ((h - heads) * positions + write_index[r]) * hd;
+            for (int64_t i = 0; i < half; i++) {
+                o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
+                o[i + half] = x[i + half] * c[i + half] + x[i] * s[i + half];
+            }
+        }
+        for (int64_t h = 0; h < kv_heads; h++)
+            memcpy(v_layer + (h * positions + write_index[r]) * hd, row + (heads + kv_heads + h) * hd,
+                   (size_t)hd * sizeof(float));
+    }
+}
+
+/* Attention of one decode query per row: q (rows, heads, hd); row r sees positions [lo, pos[r]] of its keys,
+ * lo = max(0, pos[r] - window + 1) (window 0: none), position p held in block tables[r * width + p / block] at
+ * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, hd). out (rows, heads, hd).
+ * Per (row, kv head), its query heads share each key: scores q . k * scale, softmax (max, e^(s - max) summed in
+ * order), then the weighted values summed over the keys in order. Returns 0, or -1 without scratch memory. */
+int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd,
+                          const float *k_layer, const float *v_layer, int64_t n_blocks, int64_t block,
+                          const int64_t *tables, int64_t width, const int64_t *pos, int64_t window, float scale,
+                          float *out) {
+    const int64_t group = heads / kv_heads, tasks = rows * kv_heads, positions = n_blocks * block;
+    int64_t longest = 0, work = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        longest = pos[r] + 1 > longest ? pos[r] + 1 : longest;
+        work += (pos[r] + 1) * heads * hd * 2;
+    }
+    int failed = 0;
+#pragma omp parallel if (work >= PARALLEL_WORK)
+    {
+        float *scores = malloc((size_t)(group * longest) * sizeof(float));
+        if (!scores) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (!scores) continue;
+            const int64_t r = t / kv_heads, kh = t % kv_heads, p = pos[r];
+            const int64_t lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0, n = p + 1 - lo;
+            const float *kbase = k_layer + kh * positions * hd, *vbase = v_layer + kh * positions * hd;
+            const int64_t *table = tables + r * width;
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t at = lo + j;
+                const float *key = kbase + (table[at / block] * block + at % block) * hd;
+                for (int64_t g = 0; g < group; g++)
+                    scores[g * n + j] = dot(q + (r * heads + kh * group + g) * hd, key, hd) * scale;
+            }
+            for (int64_t g = 0; g < group; g++) {
+                float *s = scores + g * n, m = s[0], sum = 0.f;
+                for (int64_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+                for (int64_t j = 0; j < n; j++) s[j] = exp_f32(s[j] - m);
+                for (int64_t j = 0; j < n; j++) sum += s[j];
+                const float inv = 1.0f / sum;
+                for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
+            }
+            float *o = out + (r * heads + kh * group) * hd;
+            memset(o, 0, (size_t)(group * hd) * sizeof(float));
+            for (int64_t j = 0; j < n; j++) {
+                const int64_t at = lo + j;
+                const float *value = vbase + (table[at / block] * block + at % block) * hd;
+                for (int64_t g = 0; g < group; g++) {
+                    const float wgt = scores[g * n + j];
+                    float *og = o + g * hd;
+                    for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * value[i];
+                }
+            }
+        }
+        free(scores);
+    }
+    return failed ? -1 : 0;
+}
