@@ -12,12 +12,14 @@
  * neighbours (batch invariance).
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LANES 16
 #define PARALLEL_WORK (1 << 16)  /* less work than this (multiply-adds) runs on the calling thread */
+#define TASKS_PER_THREAD 4  /* decode attention splits a kv head's query heads into tasks below this many a thread */
 
 /* sum of a[i] * b[i]: LANES partial sums, i taken in order within a lane, then a fixed pairwise tree */
 static inline float dot(const float *a, const float *b, int64_t n) {
@@ -105,13 +107,47 @@ void genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_h
 /* Attention of one decode query per row: q (rows, heads, hd); row r sees positions [lo, pos[r]] of its keys,
  * lo = max(0, pos[r] - window + 1) (window 0: none), position p held in block tables[r * width + p / block] at
  * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, hd). out (rows, heads, hd).
- * Per (row, kv head), its query heads share each key: scores q . k * scale, softmax (max, e^(s - max) summed in
- * order), then the weighted values summed over the keys in order. Returns 0, or -1 without scratch memory. */
+ * Per query head: scores q . k * scale, softmax (max, e^(s - max) summed in order), then the weighted values
+ * summed over the keys in order. A task is a row's query heads [g0, g1) of one kv head, which share each key
+ * they read: all of the kv head's when there are tasks enough for the threads, else one (a lone row's few kv
+ * heads would leave a thread idle); a head's result is the same either way. Returns 0, or -1 without scratch
+ * memory. */
+static void attend_heads(const float *q, int64_t hd, const float *kbase, const float *vbase,
+                         int64_t block, const int64_t *table, int64_t lo, int64_t n, float scale, int64_t g0,
+                         int64_t g1, float *scores, float *out) {
+    const int64_t count = g1 - g0;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t at = lo + j;
+        const float *key = kbase + (table[at / block] * block + at % block) * hd;
+        for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot(q + (g0 + g) * hd, key, hd) * scale;
+    }
+    for (int64_t g = 0; g < count; g++) {
+        float *s = scores + g * n, m = s[0], sum = 0.f;
+        for (int64_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+        for (int64_t j = 0; j < n; j++) s[j] = exp_f32(s[j] - m);
+        for (int64_t j = 0; j < n; j++) sum += s[j];
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
+    }
+    memset(out + g0 * hd, 0, (size_t)(count * hd) * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t at = lo + j;
+        const float *value = vbase + (table[at / block] * block + at % block) * hd;
+        for (int64_t g = 0; g < count; g++) {
+            const float wgt = scores[g * n + j];
+            float *og = out + (g0 + g) * hd;
+            for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * value[i];
+        }
+    }
+}
+
 int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd,
                           const float *k_layer, const float *v_layer, int64_t n_blocks, int64_t block,
                           const int64_t *tables, int64_t width, const int64_t *pos, int64_t window, float scale,
                           float *out) {
-    const int64_t group = heads / kv_heads, tasks = rows * kv_heads, positions = n_blocks * block;
+    const int64_t group = heads / kv_heads, positions = n_blocks * block;
+    const int64_t per_task = rows * kv_heads >= TASKS_PER_THREAD * omp_get_max_threads() ? group : 1;
+    const int64_t tasks = rows * heads / per_task;
     int64_t longest = 0, work = 0;
     for (int64_t r = 0; r < rows; r++) {
         longest = pos[r] + 1 > longest ? pos[r] + 1 : longest;
@@ -120,7 +156,7 @@ int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t k
     int failed = 0;
 #pragma omp parallel if (work >= PARALLEL_WORK)
     {
-        float *scores = malloc((size_t)(group * longest) * sizeof(float));
+        float *scores = malloc((size_t)(per_task * longest) * sizeof(float));
         if (!scores) {
 #pragma omp atomic write
             failed = 1;
@@ -128,35 +164,11 @@ int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t k
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; t++) {
             if (!scores) continue;
-            const int64_t r = t / kv_heads, kh = t % kv_heads, p = pos[r];
-            const int64_t lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0, n = p + 1 - lo;
-            const float *kbase = k_layer + kh * positions * hd, *vbase = v_layer + kh * positions * hd;
-            const int64_t *table = tables + r * width;
-            for (int64_t j = 0; j < n; j++) {
-                const int64_t at = lo + j;
-                const float *key = kbase + (table[at / block] * block + at % block) * hd;
-                for (int64_t g = 0; g < group; g++)
-                    scores[g * n + j] = dot(q + (r * heads + kh * group + g) * hd, key, hd) * scale;
-            }
-            for (int64_t g = 0; g < group; g++) {
-                float *s = scores + g * n, m = s[0], sum = 0.f;
-                for (int64_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-                for (int64_t j = 0; j < n; j++) s[j] = exp_f32(s[j] - m);
-                for (int64_t j = 0; j < n; j++) sum += s[j];
-                const float inv = 1.0f / sum;
-                for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
-            }
-            float *o = out + (r * heads + kh * group) * hd;
-            memset(o, 0, (size_t)(group * hd) * sizeof(float));
-            for (int64_t j = 0; j < n; j++) {
-                const int64_t at = lo + j;
-                const float *value = vbase + (table[at / block] * block + at % block) * hd;
-                for (int64_t g = 0; g < group; g++) {
-                    const float wgt = scores[g * n + j];
-                    float *og = o + g * hd;
-                    for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * value[i];
-                }
-            }
+            const int64_t r = t / (heads / per_task), head = t % (heads / per_task) * per_task, kh = head / group;
+            const int64_t p = pos[r], lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+            attend_heads(q + (r * heads + kh * group) * hd, hd, k_layer + kh * positions * hd,
+                         v_layer + kh * positions * hd, block, tables + r * width, lo, p + 1 - lo, scale,
+                         head - kh * group, head - kh * group + per_task, scores, out + (r * heads + kh * group) * hd);
         }
         free(scores);
     }
