@@ -16,6 +16,9 @@ a step on a 2-core Xeon, of which the quantized products were 7. Here a layer is
     g = gate_up_proj(y)
     h = down_proj(silu(gate) * up)   genq_silu_mul
 
+A step of decode rows only (every step of light load) makes one call for all the layers (genq_decode_layers),
+which runs the same C functions in the same order: the same bits, without the 270 calls from Python.
+
 Every C operator computes a row as if it were alone, in the same order on every build (layer_ops.c), and the
 q kernels are row independent (qdot.c): batch invariance holds as on the torch path. The numbers are not the
 torch path's bits (a different exp, another order of sums); a network uses one path or the other for all its
@@ -24,6 +27,7 @@ steps, chosen when it is quantized (models/quant/weight_only.py).
 from __future__ import annotations
 
 import ctypes
+import operator
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -31,20 +35,42 @@ import torch
 from models.batch import BLOCK_SIZE, KVCache
 from models.invariant_ops import project
 from models.quant.native import library
+from models.quant.qdot import QdotLinear
 
 if TYPE_CHECKING:
     from models.llama import DecoderLayer, LlamaNetwork, RMSNorm, _Step
 
 
+class _Projection(ctypes.Structure):
+    _fields_ = [("codes", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("offsets", ctypes.c_void_p),
+                ("out_features", ctypes.c_int64), ("in_features", ctypes.c_int64), ("bits", ctypes.c_int64)]
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [("input_norm", ctypes.c_void_p), ("post_norm", ctypes.c_void_p), ("qkv", _Projection),
+                ("o", _Projection), ("gate_up", _Projection), ("down", _Projection)]
+
+
+class _DecodeStep(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in ("rows", "hidden", "heads", "kv_heads", "head_dim", "inter",
+                                                    "n_blocks", "block", "width", "window")] + \
+               [("eps", ctypes.c_float), ("scale", ctypes.c_float)] + \
+               [(name, ctypes.c_void_p) for name in ("cos", "sin", "write_index", "tables", "positions", "k_cache",
+                                                     "v_cache")]
+
+
 class FusedOps:
     """The fused operators of the library built for `isa` (models/quant/native), on float32 tensors."""
 
-    def __init__(self, isa: str = "auto"):
+    def __init__(self, isa: str = "auto", whole_steps: bool = True):
         self.isa = isa
+        self.whole_steps = whole_steps  # decode-only steps in one call; False: operator by operator (tests)
         self._lib: ctypes.CDLL | None = None
+        self._layers: tuple[list[torch.Tensor], ctypes.Array[_Layer]] | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {"isa": self.isa, "_lib": None}  # a loaded library is not copied: the copy loads it (cached)
+        # a loaded library and the weights' addresses are not copied: the copy loads (cached) and reads its own
+        return {"isa": self.isa, "whole_steps": self.whole_steps, "_lib": None, "_layers": None}
 
     @property
     def lib(self) -> ctypes.CDLL:
@@ -94,6 +120,58 @@ class FusedOps:
         return out
 
 
+    def layer_table(self, net: LlamaNetwork) -> ctypes.Array[_Layer] | None:
+        """The layers' weights' addresses for genq_decode_layers, kept while the same tensors hold them; None when
+        a layer is not made of bias-free q4 / q8 projections and float32 norms (the operator path serves it)."""
+        layers = cast("list[DecoderLayer]", list(net.layers))
+        held = [t for layer in layers for t in _layer_tensors(layer)]
+        if self._layers is not None and len(held) == len(self._layers[0]) and \
+                all(map(operator.is_, held, self._layers[0])):
+            return self._layers[1]
+        table = (_Layer * len(layers))()
+        for entry, layer in zip(table, layers, strict=True):
+            projections = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
+                           layer.mlp.down_proj)
+            norms = (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
+            quantized = [cast(QdotLinear, p) for p in projections if isinstance(p, QdotLinear) and p.bias is None]
+            if len(quantized) < len(projections) or \
+                    any(w.dtype is not torch.float32 or not w.is_contiguous() for w in norms):
+                self._layers = None
+                return None
+            entry.input_norm, entry.post_norm = norms[0].data_ptr(), norms[1].data_ptr()
+            for name, proj in zip(("qkv", "o", "gate_up", "down"), quantized, strict=True):
+                codes, scales, offsets = proj._weights()
+                setattr(entry, name, _Projection(codes, scales, offsets, proj.out_features, proj.in_features,
+                                                 proj.bits))
+        self._layers = (held, table)
+        return table
+
+    def decode_layers(self, net: LlamaNetwork, table: ctypes.Array[_Layer], x: torch.Tensor, cache: KVCache,
+                      step: _Step) -> None:
+        """Every layer of a decode-only step on x (B, hidden), in place (genq_decode_layers)."""
+        cfg, eps = net.cfg, cast("DecoderLayer", net.layers[0]).input_layernorm.eps
+        tables, positions = step.decode_tables, step.decode_positions
+        if tables is None or positions is None:
+            raise RuntimeError("fused decode layers for a step prepared without decode tables")
+        if not (cache.k.is_contiguous() and cache.v.is_contiguous() and cache.k.dtype is torch.float32):
+            raise TypeError("fused decode layers need a contiguous float32 cache")
+        s = _DecodeStep(x.shape[0], cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                        cfg.intermediate_size, cache.n_blocks, BLOCK_SIZE, tables.shape[1], cfg.sliding_window or 0,
+                        eps, cfg.head_dim ** -0.5, step.cos.data_ptr(),
+                        step.sin.data_ptr(), step.write_index.data_ptr(), tables.data_ptr(), positions.data_ptr(),
+                        cache.k.data_ptr(), cache.v.data_ptr())
+        if self.lib.genq_decode_layers(table, len(table), ctypes.byref(s), _f32(x).data_ptr()):
+            raise MemoryError("fused decode layers: no scratch memory")
+
+
+def _layer_tensors(layer: DecoderLayer) -> list[torch.Tensor]:
+    """The tensors whose addresses a layer's entry of layer_table holds."""
+    held: list[torch.Tensor | None] = [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
+    for proj in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
+        held.extend(proj._buffers.values() if isinstance(proj, QdotLinear) else proj.parameters())
+    return [t for t in held if t is not None]
+
+
 def _f32(t: torch.Tensor) -> torch.Tensor:
     if t.dtype is not torch.float32 or not t.is_contiguous():
         raise TypeError(f"fused operators take contiguous float32 tensors, not {t.dtype} "
@@ -104,6 +182,11 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 def forward_layers(net: LlamaNetwork, ops: FusedOps, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
     """The decoder layers on x (N, hidden) float32 (consumed: it is the residual stream, updated in place)."""
     n, b, window = x.shape[0], step.num_decode, net.cfg.sliding_window
+    if b == n and ops.whole_steps:
+        table = ops.layer_table(net)
+        if table is not None:
+            ops.decode_layers(net, table, x, cache, step)
+            return x
     h: torch.Tensor | None = None
     for layer in cast("list[DecoderLayer]", list(net.layers)):
         attn, mlp = layer.self_attn, layer.mlp

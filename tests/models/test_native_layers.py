@@ -150,3 +150,31 @@ def test_the_default_model_on_them_is_the_torch_layers_model(smollm, plans):
                            prefills=[(2, 2, 0, len(ids))], logits_rows=torch.tensor([0, 1, 2 + len(ids) - 1]))
         results.append(torch.cat([torch.stack(first), net(mixed, cache)]))
     torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=2e-4)
+
+
+def test_a_decode_step_in_one_call_gives_the_operator_paths_bits(random_network, plans):
+    """genq_decode_layers (every layer of a decode-only step in one call) against the same step operator by
+    operator, on a small q4 network: equal logits and equal caches, over several steps; a deep copy too."""
+    from models.config import ModelConfig
+    from models.quant import quantize_network
+
+    cfg = ModelConfig(architecture="llama", vocab_size=96, hidden_size=64, intermediate_size=96, num_layers=3,
+                      num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      max_position_embeddings=256)
+    whole = quantize_network(random_network(cfg), "q4", compute_dtype=torch.float32)
+    assert isinstance(whole.fused_ops, FusedOps) and whole.fused_ops.layer_table(whole) is not None
+    by_operator = copy.deepcopy(whole)
+    by_operator.fused_ops = FusedOps(whole_steps=False)
+    prompts = [[5, 9, 3, 70, 2], [11] * 40, [1, 2]]
+    caches, tokens = [], []
+    for net in (whole, by_operator):
+        cache = net.new_cache(3, 128)
+        first = [net(plans.prefill(p, slot), cache)[0] for slot, p in enumerate(prompts)]
+        steps = [torch.stack(first)]
+        for i in range(4):
+            step = plans.decode([int(t) for t in steps[-1].argmax(-1)], [len(p) + i for p in prompts], [0, 1, 2])
+            steps.append(net(step, cache))
+        caches.append(cache)
+        tokens.append(torch.cat(steps))
+    assert torch.equal(tokens[0], tokens[1])
+    assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)

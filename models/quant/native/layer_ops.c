@@ -174,3 +174,64 @@ int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t k
     }
     return failed ? -1 : 0;
 }
+
+/* ---- All decoder layers of a decode-only step in one call (models/fused_layers.py): the same functions in the
+ * same order as the per-operator path, so the same bits; only the calls from Python are saved. ---- */
+
+int genq_qdot_linear(const void *x, int x_bf16, int64_t m, int64_t k, int bits, const uint8_t *codes,
+                     const uint16_t *d, const uint16_t *mn, int64_t n, void *out, int out_bf16);
+
+struct genq_projection {  /* a QdotLinear without bias: its codes, scales and offsets (qdot.c's layouts) */
+    const uint8_t *codes;
+    const uint16_t *scales, *offsets;
+    int64_t out_features, in_features, bits;
+};
+
+struct genq_layer {
+    const float *input_norm, *post_norm;  /* RMSNorm weights (hidden,) */
+    struct genq_projection qkv, o, gate_up, down;
+};
+
+struct genq_decode_step {
+    int64_t rows, hidden, heads, kv_heads, head_dim, inter, n_blocks, block, width, window;
+    float eps, scale;
+    const float *cos, *sin;  /* (rows, head_dim) */
+    const int64_t *write_index, *tables, *positions;  /* (rows,), (rows, width), (rows,) */
+    float *k_cache, *v_cache;  /* (layers, kv_heads, n_blocks * block, head_dim) */
+};
+
+static int project_rows(const struct genq_projection *p, const float *x, int64_t rows, float *out) {
+    return genq_qdot_linear(x, 0, rows, p->in_features, (int)p->bits, p->codes, p->scales, p->offsets,
+                            p->out_features, out, 0);
+}
+
+/* x (rows, hidden): the residual stream, updated in place through every layer (the last layer's MLP output
+ * added). Returns 0, or -1 without scratch memory. */
+int genq_decode_layers(const struct genq_layer *layers, int64_t n_layers, const struct genq_decode_step *s, float *x) {
+    const int64_t r = s->rows, qkv_width = (s->heads + 2 * s->kv_heads) * s->head_dim, q_width = s->heads * s->head_dim;
+    const int64_t layer_stride = s->kv_heads * s->n_blocks * s->block * s->head_dim;
+    float *buf = malloc((size_t)(r * (2 * s->hidden + qkv_width + 2 * q_width + 3 * s->inter)) * sizeof(float));
+    if (!buf) return -1;
+    float *y = buf, *h = y + r * s->hidden, *qkv = h + r * s->hidden, *q = qkv + r * qkv_width;
+    float *attn = q + r * q_width, *gate_up = attn + r * q_width, *act = gate_up + r * 2 * s->inter;
+    int failed = 0;
+    for (int64_t i = 0; i < n_layers && !failed; i++) {
+        const struct genq_layer *l = layers + i;
+        float *k_layer = s->k_cache + i * layer_stride, *v_layer = s->v_cache + i * layer_stride;
+        genq_add_rms_norm(x, i ? h : NULL, r, s->hidden, l->input_norm, s->eps, y);
+        failed |= project_rows(&l->qkv, y, r, qkv);
+        genq_rope_write(qkv, r, s->heads, s->kv_heads, s->head_dim, s->cos, s->sin, s->write_index, k_layer, v_layer,
+                        s->n_blocks * s->block, q);
+        failed |= genq_decode_attention(q, r, s->heads, s->kv_heads, s->head_dim, k_layer, v_layer, s->n_blocks,
+                                        s->block, s->tables, s->width, s->positions, s->window, s->scale, attn);
+        failed |= project_rows(&l->o, attn, r, h);
+        genq_add_rms_norm(x, h, r, s->hidden, l->post_norm, s->eps, y);
+        failed |= project_rows(&l->gate_up, y, r, gate_up);
+        genq_silu_mul(gate_up, r, s->inter, act);
+        failed |= project_rows(&l->down, act, r, h);
+    }
+    if (!failed && n_layers)
+        for (int64_t j = 0; j < r * s->hidden; j++) x[j] = x[j] + h[j];
+    free(buf);
+    return failed ? -1 : 0;
+}
