@@ -278,10 +278,11 @@ class LlamaNetwork(nn.Module):
         x = self.embed_tokens(plan.token_ids.to(self.device))  # (N, hidden)
         if self.fused_ops is not None:
             x = forward_layers(self, self.fused_ops, x.contiguous(), cache, step)
+            x = self.fused_ops.add_rms_norm(x[plan.logits_rows.to(self.device)], None, self.norm)
         else:
             for layer in self.layers:
                 x = layer(x, cache, step)
-        x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
+            x = self.norm(x[plan.logits_rows.to(self.device)])  # (R, hidden): only the rows that need logits
         logits = project(self._head(), x, RowTiling.uniform(x.shape[0], self.dtype))
         return logits.float()
 
