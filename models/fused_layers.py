@@ -95,13 +95,15 @@ class FusedOps:
 
     def rope_write(self, qkv: torch.Tensor, step: _Step, k_layer: torch.Tensor, v_layer: torch.Tensor,
                    heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
-        """q rotated (N, heads, head_dim); k rotated and v written to the layer's cache at step.write_index."""
+        """q rotated (N, heads, head_dim); k rotated and v written, in bfloat16, to the layer's cache at
+        step.write_index."""
         qkv = _f32(qkv)
         n = qkv.shape[0]
         q = qkv.new_empty(n, heads, head_dim)
-        self.lib.genq_rope_write(qkv.data_ptr(), n, heads, kv_heads, head_dim, step.cos.data_ptr(),
-                                 step.sin.data_ptr(), step.write_index.data_ptr(), k_layer.data_ptr(),
-                                 v_layer.data_ptr(), k_layer.shape[1] * k_layer.shape[2], q.data_ptr())
+        if self.lib.genq_rope_write(qkv.data_ptr(), n, heads, kv_heads, head_dim, step.cos.data_ptr(),
+                                    step.sin.data_ptr(), step.write_index.data_ptr(), _bf16(k_layer).data_ptr(),
+                                    _bf16(v_layer).data_ptr(), k_layer.shape[1] * k_layer.shape[2], q.data_ptr()):
+            raise MemoryError("fused rotary embedding: no scratch memory")
         return q
 
     def decode_attention(self, q: torch.Tensor, k_layer: torch.Tensor, v_layer: torch.Tensor, step: _Step,
@@ -112,10 +114,10 @@ class FusedOps:
         if tables is None or positions is None:
             raise RuntimeError("fused decode attention for a step prepared without decode tables")
         out = q.new_empty(b, heads, hd)
-        if self.lib.genq_decode_attention(q.data_ptr(), b, heads, k_layer.shape[0], hd, k_layer.data_ptr(),
-                                          v_layer.data_ptr(), k_layer.shape[1], BLOCK_SIZE, tables.data_ptr(),
-                                          tables.shape[1], positions.data_ptr(), window or 0, hd ** -0.5,
-                                          out.data_ptr()):
+        if self.lib.genq_decode_attention(_f32(q).data_ptr(), b, heads, k_layer.shape[0], hd,
+                                          _bf16(k_layer).data_ptr(), _bf16(v_layer).data_ptr(), k_layer.shape[1],
+                                          BLOCK_SIZE, tables.data_ptr(), tables.shape[1], positions.data_ptr(),
+                                          window or 0, hd ** -0.5, out.data_ptr()):
             raise MemoryError("fused decode attention: no scratch memory")
         return out
 
@@ -153,13 +155,11 @@ class FusedOps:
         tables, positions = step.decode_tables, step.decode_positions
         if tables is None or positions is None:
             raise RuntimeError("fused decode layers for a step prepared without decode tables")
-        if not (cache.k.is_contiguous() and cache.v.is_contiguous() and cache.k.dtype is torch.float32):
-            raise TypeError("fused decode layers need a contiguous float32 cache")
         s = _DecodeStep(x.shape[0], cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                         cfg.intermediate_size, cache.n_blocks, BLOCK_SIZE, tables.shape[1], cfg.sliding_window or 0,
                         eps, cfg.head_dim ** -0.5, step.cos.data_ptr(),
                         step.sin.data_ptr(), step.write_index.data_ptr(), tables.data_ptr(), positions.data_ptr(),
-                        cache.k.data_ptr(), cache.v.data_ptr())
+                        _bf16(cache.k).data_ptr(), _bf16(cache.v).data_ptr())
         if self.lib.genq_decode_layers(table, len(table), ctypes.byref(s), _f32(x).data_ptr()):
             raise MemoryError("fused decode layers: no scratch memory")
 
@@ -173,9 +173,18 @@ def _layer_tensors(layer: DecoderLayer) -> list[torch.Tensor]:
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
-    if t.dtype is not torch.float32 or not t.is_contiguous():
-        raise TypeError(f"fused operators take contiguous float32 tensors, not {t.dtype} "
-                        f"{'contiguous' if t.is_contiguous() else 'strided'}")
+    return _checked(t, torch.float32)
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    """A KV cache (or a layer's view of it): bfloat16, whatever the network computes in (LlamaNetwork.cache_dtype)."""
+    return _checked(t, torch.bfloat16)
+
+
+def _checked(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype is not dtype or not t.is_contiguous():
+        raise TypeError(f"fused operators take contiguous {str(dtype).removeprefix('torch.')} tensors here, not "
+                        f"{t.dtype} {'contiguous' if t.is_contiguous() else 'strided'}")
     return t
 
 

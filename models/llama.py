@@ -163,8 +163,9 @@ class Attention(nn.Module):
         t, h, hd = q.shape
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
-        k = k_pool.index_select(1, blocks).view(kvh, keys, hd)  # the row's keys in position order
-        v = v_pool.index_select(1, blocks).view(kvh, keys, hd)
+        # the row's keys in position order, in q's dtype (the fused layers' cache is bfloat16 under float32 q)
+        k = k_pool.index_select(1, blocks).view(kvh, keys, hd).to(q.dtype)
+        v = v_pool.index_select(1, blocks).view(kvh, keys, hd).to(q.dtype)
         rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
         o = attend(rows, k, v, bias, hd ** -0.5, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE)  # (KV, T * group, hd)
         return o.reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
@@ -261,15 +262,22 @@ class LlamaNetwork(nn.Module):
         return self.norm.weight.device
 
     @property
+    def cache_dtype(self) -> torch.dtype:
+        """The KV cache's dtype: the compute dtype, except bfloat16 under the fused layers (models/fused_layers.py),
+        whose attention reads bfloat16 keys and values into float32 sums: half the cache's bytes and memory."""
+        return torch.bfloat16 if self.fused_ops is not None else self.dtype
+
+    @property
     def dtype(self) -> torch.dtype:
         """The compute dtype: the norms', which stay in it when the projections are quantized (models/quant/)."""
         return self.norm.weight.dtype
 
     def new_cache(self, n_slots: int, max_len: int) -> KVCache:
         """An empty KV cache of n_slots fixed slots of max_len positions, on this network's device and in its
-        dtype (for plans that name slots; the engine keeps a pool and hands in block tables)."""
+        cache_dtype (for plans that name slots; the engine keeps a pool and hands in block tables)."""
         c = self.cfg
-        return KVCache.allocate(c.num_layers, n_slots, c.num_kv_heads, max_len, c.head_dim, self.dtype, self.device)
+        return KVCache.allocate(c.num_layers, n_slots, c.num_kv_heads, max_len, c.head_dim, self.cache_dtype,
+                                self.device)
 
     @torch.inference_mode()
     def forward(self, plan: BatchPlan, cache: KVCache) -> torch.Tensor:

@@ -154,7 +154,9 @@ class Engine:
         self.max_len = own if ec.max_len is None else min(own, ec.max_len)
         # what a request must stay within (checked at submit): the network's vocabulary, this engine's max_len
         self.limits = ModelLimits(vocab_size=int(config.vocab_size), context_length=self.max_len)
-        per_block = KVCache.bytes_per_block(config.num_layers, config.num_kv_heads, config.head_dim, ec.torch_dtype)
+        # the network's cache dtype where it has one (bfloat16 under the q modes' fused float32 layers)
+        self.cache_dtype: torch.dtype = getattr(network, "cache_dtype", ec.torch_dtype)
+        per_block = KVCache.bytes_per_block(config.num_layers, config.num_kv_heads, config.head_dim, self.cache_dtype)
         budget = ec.kv_budget_bytes if ec.kv_budget_bytes is not None else default_kv_budget(ec.device)
         # block 0 is the null block; a pool holds at least one sequence of max_len, and no more blocks than a
         # full batch of them could use
@@ -165,12 +167,13 @@ class Engine:
                                     f"positions ({least * per_block} bytes): lower max_len")
         log.info("KV cache: a pool of %d blocks of %d positions (%d positions), %s, %.0f MiB at most (budget "
                  "%.0f MiB%s)%s; max_len %d, prefix cache %s", self.n_blocks - 1, BLOCK_SIZE,
-                 (self.n_blocks - 1) * BLOCK_SIZE, ec.dtype, self.n_blocks * per_block / 2**20, budget / 2**20,
+                 (self.n_blocks - 1) * BLOCK_SIZE, str(self.cache_dtype).removeprefix("torch."),
+                 self.n_blocks * per_block / 2**20, budget / 2**20,
                  "" if ec.kv_budget_bytes is not None else ", half the memory available",
                  ", committed as blocks are first written" if torch.device(ec.device).type == "cpu" else "",
                  self.max_len, "on" if ec.prefix_cache_min else "off")
         self.eos_token_ids = tuple(tokenizer.eos_token_ids)
-        self.runner = ModelRunner(network, config, self.n_blocks, self.max_len, ec.device, ec.torch_dtype)
+        self.runner = ModelRunner(network, config, self.n_blocks, self.max_len, ec.device, self.cache_dtype)
         self.sampler = Sampler(self.eos_token_ids)
         self.scheduler = self._new_scheduler()
         self._cond = threading.Condition()

@@ -26,6 +26,7 @@ import torch
 from models.quant.errors import QuantizationError
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("qdot.c", "layer_ops.c"))
+HEADERS = (Path(__file__).with_name("bf16.h"),)
 BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-ffp-contract=off", "-fopenmp")
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx2+avx-vnni", 3: "avx512-vnni"}
 ISA_LEVELS = ("scalar", "avx2", "avx-vnni", "auto")
@@ -78,7 +79,8 @@ def build(isa: str = "auto") -> Path:
                                 "(cc, or $CC); none was found")
     flags = BASE_FLAGS + isa_flags(isa)
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([*(s.read_text() for s in SOURCES), *flags, version]).encode()).hexdigest()[:16]
+    texts = [s.read_text() for s in (*SOURCES, *HEADERS)]
+    key = hashlib.sha256("\0".join([*texts, *flags, version]).encode()).hexdigest()[:16]
     target = cache_dir() / f"qdot-{key}.so"
     if target.exists():
         return target
@@ -109,7 +111,7 @@ def library(isa: str = "auto") -> ctypes.CDLL:
     lib.genq_silu_mul.argtypes = [p, i64, i64, p]
     lib.genq_silu_mul.restype = None
     lib.genq_rope_write.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, i64, p]
-    lib.genq_rope_write.restype = None
+    lib.genq_rope_write.restype = i32
     lib.genq_decode_attention.argtypes = [p, i64, i64, i64, i64, p, p, i64, i64, p, i64, p, i64, f32, p]
     lib.genq_decode_attention.restype = i32
     lib.genq_decode_layers.argtypes = [p, i64, p, p]

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #define LANES 16
 #define PARALLEL_WORK (1 << 16)  /* less work than this (multiply-adds) runs on the calling thread */
 #define TASKS_PER_THREAD 4  /* decode attention splits a kv head's query heads into tasks below this many a thread */
@@ -28,6 +30,18 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
     for (int j = 0; i + j < n; j++) acc[j] += a[i + j] * b[i + j];
+    for (int w = LANES / 2; w; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+/* the same for b in bfloat16 (the KV cache), each element widened exactly */
+static inline float dot_bf16(const float *a, const uint16_t *b, int64_t n) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * bf16_to_float(b[i + j]);
+    for (int j = 0; i + j < n; j++) acc[j] += a[i + j] * bf16_to_float(b[i + j]);
     for (int w = LANES / 2; w; w /= 2)
         for (int j = 0; j < w; j++) acc[j] += acc[j + w];
     return acc[0];
@@ -79,47 +93,59 @@ void genq_silu_mul(const float *gate_up, int64_t rows, int64_t inter, float *out
     }
 }
 
+/* x (hd) rotated by cos, sin (halves as rotate_half: x * cos + (-x2, x1) * sin) into o */
+static inline void rotate(const float *x, const float *c, const float *s, int64_t hd, float *o) {
+    const int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
+        o[i + half] = x[i + half] * c[i + half] + x[i] * s[i + half];
+    }
+}
+
 /* Rows of qkv (rows, (heads + 2 kv_heads) hd), q then k then v heads: q's and k's heads rotated by their row's
- * cos, sin (rows, hd; halves as rotate_half: x * cos + (-x2, x1) * sin); q into q_out (rows, heads, hd); k and v
- * written to the layer's cache k_layer, v_layer (kv_heads, positions, hd) at the row's flat index. */
-void genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd, const float *cos,
-                     const float *sin, const int64_t *write_index, float *k_layer, float *v_layer, int64_t positions,
-                     float *q_out) {
-    const int64_t half = hd / 2, width = (heads + 2 * kv_heads) * hd;
+ * cos, sin (rows, hd); q into q_out (rows, heads, hd); k and v rounded to bfloat16 into the layer's cache
+ * k_layer, v_layer (kv_heads, positions, hd) at the row's flat index. Returns 0, or -1 without scratch memory. */
+int genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd, const float *cos,
+                    const float *sin, const int64_t *write_index, uint16_t *k_layer, uint16_t *v_layer,
+                    int64_t positions, float *q_out) {
+    const int64_t width = (heads + 2 * kv_heads) * hd;
+    float *rotated = malloc((size_t)(rows * hd) * sizeof(float));
+    if (!rotated) return -1;
 #pragma omp parallel for schedule(static) if (rows * width >= PARALLEL_WORK)
     for (int64_t r = 0; r < rows; r++) {
         const float *row = qkv + r * width, *c = cos + r * hd, *s = sin + r * hd;
-        for (int64_t h = 0; h < heads + kv_heads; h++) {
-            const float *x = row + h * hd;
-            float *o = h < heads ? q_out + (r * heads + h) * hd
-                                 : k_layer + ((h - heads) * positions + write_index[r]) * hd;
-            for (int64_t i = 0; i < half; i++) {
-                o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
-                o[i + half] = x[i + half] * c[i + half] + x[i] * s[i + half];
+        float *k = rotated + r * hd;
+        for (int64_t h = 0; h < heads; h++) rotate(row + h * hd, c, s, hd, q_out + (r * heads + h) * hd);
+        for (int64_t h = 0; h < kv_heads; h++) {
+            const int64_t at = (h * positions + write_index[r]) * hd;
+            const float *v = row + (heads + kv_heads + h) * hd;
+            rotate(row + (heads + h) * hd, c, s, hd, k);
+            for (int64_t i = 0; i < hd; i++) {
+                k_layer[at + i] = float_to_bf16(k[i]);
+                v_layer[at + i] = float_to_bf16(v[i]);
             }
         }
-        for (int64_t h = 0; h < kv_heads; h++)
-            memcpy(v_layer + (h * positions + write_index[r]) * hd, row + (heads + kv_heads + h) * hd,
-                   (size_t)hd * sizeof(float));
     }
+    free(rotated);
+    return 0;
 }
 
 /* Attention of one decode query per row: q (rows, heads, hd); row r sees positions [lo, pos[r]] of its keys,
  * lo = max(0, pos[r] - window + 1) (window 0: none), position p held in block tables[r * width + p / block] at
- * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, hd). out (rows, heads, hd).
+ * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, hd), bfloat16. out (rows, heads, hd).
  * Per query head: scores q . k * scale, softmax (max, e^(s - max) summed in order), then the weighted values
  * summed over the keys in order. A task is a row's query heads [g0, g1) of one kv head, which share each key
  * they read: all of the kv head's when there are tasks enough for the threads, else one (a lone row's few kv
  * heads would leave a thread idle); a head's result is the same either way. Returns 0, or -1 without scratch
  * memory. */
-static void attend_heads(const float *q, int64_t hd, const float *kbase, const float *vbase,
+static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, const uint16_t *vbase,
                          int64_t block, const int64_t *table, int64_t lo, int64_t n, float scale, int64_t g0,
                          int64_t g1, float *scores, float *out) {
     const int64_t count = g1 - g0;
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
-        const float *key = kbase + (table[at / block] * block + at % block) * hd;
-        for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot(q + (g0 + g) * hd, key, hd) * scale;
+        const uint16_t *key = kbase + (table[at / block] * block + at % block) * hd;
+        for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot_bf16(q + (g0 + g) * hd, key, hd) * scale;
     }
     for (int64_t g = 0; g < count; g++) {
         float *s = scores + g * n, m = s[0], sum = 0.f;
@@ -132,17 +158,17 @@ static void attend_heads(const float *q, int64_t hd, const float *kbase, const f
     memset(out + g0 * hd, 0, (size_t)(count * hd) * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
-        const float *value = vbase + (table[at / block] * block + at % block) * hd;
+        const uint16_t *value = vbase + (table[at / block] * block + at % block) * hd;
         for (int64_t g = 0; g < count; g++) {
             const float wgt = scores[g * n + j];
             float *og = out + (g0 + g) * hd;
-            for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * value[i];
+            for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * bf16_to_float(value[i]);
         }
     }
 }
 
 int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd,
-                          const float *k_layer, const float *v_layer, int64_t n_blocks, int64_t block,
+                          const uint16_t *k_layer, const uint16_t *v_layer, int64_t n_blocks, int64_t block,
                           const int64_t *tables, int64_t width, const int64_t *pos, int64_t window, float scale,
                           float *out) {
     const int64_t group = heads / kv_heads, positions = n_blocks * block;
@@ -197,7 +223,7 @@ struct genq_decode_step {
     float eps, scale;
     const float *cos, *sin;  /* (rows, head_dim) */
     const int64_t *write_index, *tables, *positions;  /* (rows,), (rows, width), (rows,) */
-    float *k_cache, *v_cache;  /* (layers, kv_heads, n_blocks * block, head_dim) */
+    uint16_t *k_cache, *v_cache;  /* (layers, kv_heads, n_blocks * block, head_dim), bfloat16 */
 };
 
 static int project_rows(const struct genq_projection *p, const float *x, int64_t rows, float *out) {
@@ -217,11 +243,11 @@ int genq_decode_layers(const struct genq_layer *layers, int64_t n_layers, const 
     int failed = 0;
     for (int64_t i = 0; i < n_layers && !failed; i++) {
         const struct genq_layer *l = layers + i;
-        float *k_layer = s->k_cache + i * layer_stride, *v_layer = s->v_cache + i * layer_stride;
+        uint16_t *k_layer = s->k_cache + i * layer_stride, *v_layer = s->v_cache + i * layer_stride;
         genq_add_rms_norm(x, i ? h : NULL, r, s->hidden, l->input_norm, s->eps, y);
         failed |= project_rows(&l->qkv, y, r, qkv);
-        genq_rope_write(qkv, r, s->heads, s->kv_heads, s->head_dim, s->cos, s->sin, s->write_index, k_layer, v_layer,
-                        s->n_blocks * s->block, q);
+        failed |= genq_rope_write(qkv, r, s->heads, s->kv_heads, s->head_dim, s->cos, s->sin, s->write_index,
+                                  k_layer, v_layer, s->n_blocks * s->block, q);
         failed |= genq_decode_attention(q, r, s->heads, s->kv_heads, s->head_dim, k_layer, v_layer, s->n_blocks,
                                         s->block, s->tables, s->width, s->positions, s->window, s->scale, attn);
         failed |= project_rows(&l->o, attn, r, h);

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(GENQ_SCALAR)
 #include <immintrin.h>
 #define GENQ_AVX2 1
@@ -65,21 +67,6 @@ static inline float half_to_float(uint16_t h) {  /* exact */
     float f;
     memcpy(&f, &u, 4);
     return f;
-}
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch's .to(bfloat16) */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* NaN stays NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
 }
 
 /* One row of K activations (float32 or bfloat16) to int8 blocks: xq, dx (scale), sx (float sum), xs (int sum).
