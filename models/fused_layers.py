@@ -27,6 +27,7 @@ steps, chosen when it is quantized (models/quant/weight_only.py).
 from __future__ import annotations
 
 import ctypes
+import logging
 import operator
 from typing import TYPE_CHECKING, cast
 
@@ -34,11 +35,13 @@ import torch
 
 from models.batch import BLOCK_SIZE, KVCache
 from models.invariant_ops import project
-from models.quant.native import library
+from models.quant.native import NativeUnavailable, library
 from models.quant.qdot import QdotLinear
 
 if TYPE_CHECKING:
     from models.llama import DecoderLayer, LlamaNetwork, RMSNorm, _Step
+
+log = logging.getLogger(__name__)
 
 
 class _Projection(ctypes.Structure):
@@ -62,15 +65,17 @@ class _DecodeStep(ctypes.Structure):
 class FusedOps:
     """The fused operators of the library built for `isa` (models/quant/native), on float32 tensors."""
 
-    def __init__(self, isa: str = "auto", whole_steps: bool = True):
+    def __init__(self, isa: str = "auto", whole_steps: bool = True, layers: bool = True):
         self.isa = isa
+        self.layers = layers  # the whole layers fused (q modes, float32); False: the decode attention only
         self.whole_steps = whole_steps  # decode-only steps in one call; False: operator by operator (tests)
         self._lib: ctypes.CDLL | None = None
         self._layers: tuple[list[torch.Tensor], ctypes.Array[_Layer]] | None = None
 
     def __getstate__(self) -> dict[str, object]:
         # a loaded library and the weights' addresses are not copied: the copy loads (cached) and reads its own
-        return {"isa": self.isa, "whole_steps": self.whole_steps, "_lib": None, "_layers": None}
+        return {"isa": self.isa, "layers": self.layers, "whole_steps": self.whole_steps, "_lib": None,
+                "_layers": None}
 
     @property
     def lib(self) -> ctypes.CDLL:
@@ -170,6 +175,23 @@ def _layer_tensors(layer: DecoderLayer) -> list[torch.Tensor]:
     for proj in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
         held.extend(proj._buffers.values() if isinstance(proj, QdotLinear) else proj.parameters())
     return [t for t in held if t is not None]
+
+
+def use_native_attention(net: LlamaNetwork) -> bool:
+    """Give a bfloat16 CPU network (none of the q modes') the C decode attention: its decode rows attend over their
+    own blocks of the bfloat16 cache with float32 sums (genq_decode_attention), with no gathered copy of the keys
+    and values. Returns whether it now does; False where the network is not such a one, or the C library cannot be
+    built here (logged: its torch attention serves, as before)."""
+    if net.fused_ops is not None or net.dtype is not torch.bfloat16 or net.device.type != "cpu":
+        return False
+    ops = FusedOps(layers=False)
+    try:
+        ops.lib  # noqa: B018 (built here, once)
+    except NativeUnavailable as e:
+        log.warning("decode attention stays on torch: %s", e)
+        return False
+    net.fused_ops = ops
+    return True
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:

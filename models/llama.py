@@ -113,12 +113,13 @@ class _Step:
     # (B, W) and positions (B,), int64
     decode_tables: torch.Tensor | None = None
     decode_positions: torch.Tensor | None = None
+    fused: FusedOps | None = None  # the network's fused operators, when it has them
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.layer = layer
+        self.layer, self.window = layer, cfg.sliding_window
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias)
@@ -182,6 +183,8 @@ class Attention(nn.Module):
         scaled_dot_product_attention: faster on CPU for these shapes, and their reductions are at fixed
         shapes (models/invariant_ops.py).
         """
+        if step.fused is not None:  # the C attention (models/fused_layers.py): float32 sums over the bf16 cache
+            return step.fused.decode_attention(q.float().contiguous(), k_pool, v_pool, step, self.window).to(q.dtype)
         groups = step.decode_groups
         if not groups:  # set by _prepare whenever the step decodes
             raise RuntimeError("decode attention for a step without decode tokens")
@@ -232,8 +235,10 @@ class DecoderLayer(nn.Module):
 class LlamaNetwork(nn.Module):
     """The decoder and its LM head (the embedding matrix itself when the model ties them).
 
-    `fused_ops`: set (models/quant/weight_only.py) when the network computes in float32 on the q4 / q8 kernels,
-    whose layers then run on fused C operators (models/fused_layers.py); None: the torch layers."""
+    `fused_ops`: the C operators (models/fused_layers.py). Set with `layers` by models/quant/weight_only.py when
+    the network computes in float32 on the q4 / q8 kernels: its layers run on them. Set without `layers` by
+    `use_native_attention` on a bfloat16 CPU network: the torch layers, whose decode rows attend in C. None: the
+    torch layers only."""
 
     fused_ops: FusedOps | None = None
 
@@ -265,7 +270,7 @@ class LlamaNetwork(nn.Module):
     def cache_dtype(self) -> torch.dtype:
         """The KV cache's dtype: the compute dtype, except bfloat16 under the fused layers (models/fused_layers.py),
         whose attention reads bfloat16 keys and values into float32 sums: half the cache's bytes and memory."""
-        return torch.bfloat16 if self.fused_ops is not None else self.dtype
+        return torch.bfloat16 if self.fused_ops is not None and self.fused_ops.layers else self.dtype
 
     @property
     def dtype(self) -> torch.dtype:
@@ -284,7 +289,7 @@ class LlamaNetwork(nn.Module):
         """Run one step: write the step's k/v into `cache`; logits (R, vocab) float32 for plan.logits_rows."""
         step = self._prepare(plan, cache)
         x = self.embed_tokens(plan.token_ids.to(self.device))  # (N, hidden)
-        if self.fused_ops is not None:
+        if self.fused_ops is not None and self.fused_ops.layers:
             x = forward_layers(self, self.fused_ops, x.contiguous(), cache, step)
             x = self.fused_ops.add_rms_norm(x[plan.logits_rows.to(self.device)], None, self.norm)
         else:
@@ -358,7 +363,7 @@ class LlamaNetwork(nn.Module):
             biases.append(bias.repeat_interleave(group, dim=0)[None])  # rows t-major: (1, T * group, S)
         tiling = RowTiling.for_step(n, b, self.dtype)
         return _Step(write_index, cos, sin, b, tiling, groups, list(plan.prefills), prefill_blocks, biases,
-                     decode_tables, decode_positions)
+                     decode_tables, decode_positions, self.fused_ops)
 
 
 def _first_blocks(tables: torch.Tensor, width: int) -> torch.Tensor:

@@ -91,11 +91,14 @@ def load_quantized_network(source: str | Path, quantization: str = "none", dtype
     the layers one by one, each float weight freed as its layer is replaced; `dtype` is what the network
     computes in.
     """
+    from models.fused_layers import use_native_attention
     from models.weights import load_network
 
     check_quantization(quantization, device)
     if quantization == "none":
-        return load_network(source, dtype=dtype, device=device)
+        cfg, net = load_network(source, dtype=dtype, device=device)
+        use_native_attention(net)  # a bfloat16 CPU network's decode rows attend in C (models/fused_layers.py)
+        return cfg, net
     cfg, net = load_network(source, dtype=torch.float32, device="cpu")
     quantize_network(net, quantization, device=device, compute_dtype=dtype, skip=skip)
     return cfg, net

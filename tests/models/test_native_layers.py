@@ -183,3 +183,30 @@ def test_a_decode_step_in_one_call_gives_the_operator_paths_bits(random_network,
         tokens.append(torch.cat(steps))
     assert torch.equal(tokens[0], tokens[1])
     assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
+
+
+@pytest.mark.slow
+def test_a_bfloat16_network_with_the_c_decode_attention_gives_its_torch_attentions_answers(smollm, plans):
+    """use_native_attention on the bfloat16 default model: decode steps (rows of several lengths, in odd slots)
+    give the torch attention's logits up to bfloat16 rounding, and the same greedy tokens; float32 networks and
+    the q modes' are left as they are."""
+    from models.fused_layers import use_native_attention
+
+    assert not use_native_attention(smollm)  # float32
+    torch_attention = copy.deepcopy(smollm).to(torch.bfloat16)
+    native = copy.deepcopy(torch_attention)
+    assert use_native_attention(native) and not use_native_attention(native)
+    assert native.fused_ops is not None and not native.fused_ops.layers and native.cache_dtype == torch.bfloat16
+    prompts = [torch.randint(100, 40000, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+               for n in (70, 9, 140)]
+    results = []
+    for net in (torch_attention, native):
+        cache = net.new_cache(6, 256)
+        logits = torch.stack([net(plans.prefill(p, 2 * slot + 1), cache)[0] for slot, p in enumerate(prompts)])
+        steps = [logits]
+        for i in range(3):
+            step = plans.decode([int(t) for t in steps[-1].argmax(-1)], [len(p) + i for p in prompts], [1, 3, 5])
+            steps.append(net(step, cache))
+        results.append(torch.cat(steps))
+    assert torch.equal(results[0].argmax(-1), results[1].argmax(-1))
+    torch.testing.assert_close(results[1], results[0], rtol=0.02, atol=0.5)

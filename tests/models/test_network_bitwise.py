@@ -11,6 +11,7 @@ import torch
 from heavy_dtypes import HEAVY_DTYPES
 
 from models.batch import BatchPlan, KVCache
+from models.fused_layers import use_native_attention
 from models.llama import LlamaNetwork
 
 pytestmark = pytest.mark.slow
@@ -19,9 +20,16 @@ MAX_LEN = 256
 LENGTHS = [40, 70, 55, 91, 5, 61, 130, 47]
 
 
-@pytest.fixture(scope="module", params=HEAVY_DTYPES)
+@pytest.fixture(scope="module", params=[*HEAVY_DTYPES, *(pytest.param(f"{p.values[0]}-native-attention",
+                                                                      marks=p.marks) for p in HEAVY_DTYPES[1:])])
 def net(request, smollm: LlamaNetwork) -> LlamaNetwork:
-    return smollm if request.param == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
+    """float32, bfloat16, and bfloat16 with the C decode attention (models/fused_layers.use_native_attention)."""
+    if request.param == "float32":
+        return smollm
+    net = copy.deepcopy(smollm).to(torch.bfloat16)
+    if request.param.endswith("native-attention"):
+        assert use_native_attention(net)
+    return net
 
 
 @pytest.fixture(scope="module")
