@@ -19,7 +19,7 @@
 
 #include "bf16.h"
 
-#define LANES 16
+#define LANES 8  /* a sum's lanes (8 float32: one AVX2 vector; 16 took twice as long to reduce) */
 #define PARALLEL_WORK (1 << 16)  /* less work than this (multiply-adds) runs on the calling thread */
 #define TASKS_PER_THREAD 4  /* decode attention splits a kv head's query heads into tasks below this many a thread */
 
@@ -30,18 +30,6 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
     for (int j = 0; i + j < n; j++) acc[j] += a[i + j] * b[i + j];
-    for (int w = LANES / 2; w; w /= 2)
-        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
-    return acc[0];
-}
-
-/* the same for b in bfloat16 (the KV cache), each element widened exactly */
-static inline float dot_bf16(const float *a, const uint16_t *b, int64_t n) {
-    float acc[LANES] = {0};
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * bf16_to_float(b[i + j]);
-    for (int j = 0; i + j < n; j++) acc[j] += a[i + j] * bf16_to_float(b[i + j]);
     for (int w = LANES / 2; w; w /= 2)
         for (int j = 0; j < w; j++) acc[j] += acc[j + w];
     return acc[0];
@@ -142,10 +130,12 @@ static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, cons
                          int64_t block, const int64_t *table, int64_t lo, int64_t n, float scale, int64_t g0,
                          int64_t g1, float *scores, float *out) {
     const int64_t count = g1 - g0;
+    float *row = scores + count * n;  /* one key or value widened to float32, shared by the heads */
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
         const uint16_t *key = kbase + (table[at / block] * block + at % block) * hd;
-        for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot_bf16(q + (g0 + g) * hd, key, hd) * scale;
+        for (int64_t i = 0; i < hd; i++) row[i] = bf16_to_float(key[i]);
+        for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot(q + (g0 + g) * hd, row, hd) * scale;
     }
     for (int64_t g = 0; g < count; g++) {
         float *s = scores + g * n, m = s[0], sum = 0.f;
@@ -159,10 +149,11 @@ static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, cons
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
         const uint16_t *value = vbase + (table[at / block] * block + at % block) * hd;
+        for (int64_t i = 0; i < hd; i++) row[i] = bf16_to_float(value[i]);
         for (int64_t g = 0; g < count; g++) {
             const float wgt = scores[g * n + j];
             float *og = out + (g0 + g) * hd;
-            for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * bf16_to_float(value[i]);
+            for (int64_t i = 0; i < hd; i++) og[i] = og[i] + wgt * row[i];
         }
     }
 }
@@ -182,7 +173,7 @@ int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t k
     int failed = 0;
 #pragma omp parallel if (work >= PARALLEL_WORK)
     {
-        float *scores = malloc((size_t)(per_task * longest) * sizeof(float));
+        float *scores = malloc((size_t)(per_task * longest + hd) * sizeof(float));
         if (!scores) {
 #pragma omp atomic write
             failed = 1;
