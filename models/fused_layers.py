@@ -187,7 +187,7 @@ def use_native_attention(net: LlamaNetwork) -> bool:
     ops = FusedOps(layers=False)
     try:
         ops.lib  # noqa: B018 (built here, once)
-    except NativeUnavailable as e:
+    except (NativeUnavailable, OSError) as e:  # no compiler, a failed build, or a library that does not load
         log.warning("decode attention stays on torch: %s", e)
         return False
     net.fused_ops = ops

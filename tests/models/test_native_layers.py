@@ -210,3 +210,21 @@ def test_a_bfloat16_network_with_the_c_decode_attention_gives_its_torch_attentio
         results.append(torch.cat(steps))
     assert torch.equal(results[0].argmax(-1), results[1].argmax(-1))
     torch.testing.assert_close(results[1], results[0], rtol=0.02, atol=0.5)
+
+
+def test_without_the_c_library_a_bfloat16_network_keeps_its_torch_attention(random_network, monkeypatch, caplog):
+    import models.fused_layers as fused_layers
+    from models.config import ModelConfig
+    from models.quant.native import NativeUnavailable
+
+    def unavailable(isa: str = "auto"):
+        raise NativeUnavailable("the q4 / q8 modes compile their kernels on first use and need a C compiler")
+
+    monkeypatch.setattr(fused_layers, "library", unavailable)
+    cfg = ModelConfig(architecture="llama", vocab_size=96, hidden_size=48, intermediate_size=80, num_layers=1,
+                      num_heads=6, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      max_position_embeddings=64)
+    net = random_network(cfg).to(torch.bfloat16)
+    with caplog.at_level("WARNING", logger="models.fused_layers"):
+        assert not fused_layers.use_native_attention(net)
+    assert net.fused_ops is None and "need a C compiler" in caplog.text
