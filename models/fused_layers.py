@@ -127,6 +127,10 @@ class FusedOps:
         return out
 
 
+    def forward_layers(self, net: LlamaNetwork, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
+        """The decoder layers on x (N, hidden) float32 (consumed: it is the residual stream, updated in place)."""
+        return forward_layers(net, self, x, cache, step)
+
     def layer_table(self, net: LlamaNetwork) -> ctypes.Array[_Layer] | None:
         """The layers' weights' addresses for genq_decode_layers, kept while the same tensors hold them; None when
         a layer is not made of bias-free q4 / q8 projections and float32 norms (the operator path serves it)."""

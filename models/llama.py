@@ -16,6 +16,7 @@ row's blocks of the paged cache, then attends:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,6 @@ from torch import nn
 
 from models.batch import BLOCK_SIZE, NULL_BLOCK, BatchPlan, KVCache
 from models.config import ModelConfig
-from models.fused_layers import FusedOps, forward_layers
 from models.invariant_ops import (
     DECODE_KEY_BLOCK,
     PREFILL_KEY_BLOCK,
@@ -96,6 +96,20 @@ def decode_groups(spans: list[int], overhead: int = GROUP_OVERHEAD_BLOCKS) -> li
     return groups[::-1]
 
 
+class NativeOps(Protocol):
+    """What the network asks of its fused C operators (models/fused_layers.FusedOps, which the network does not
+    import: that module reads the network's layers, so the dependency runs one way)."""
+
+    layers: bool  # True: the whole layers run on the operators; False: only the decode attention
+
+    def add_rms_norm(self, x: torch.Tensor, h: torch.Tensor | None, norm: RMSNorm) -> torch.Tensor: ...
+
+    def decode_attention(self, q: torch.Tensor, k_layer: torch.Tensor, v_layer: torch.Tensor, step: _Step,
+                         window: int | None) -> torch.Tensor: ...
+
+    def forward_layers(self, net: LlamaNetwork, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor: ...
+
+
 @dataclass
 class _Step:
     """What every layer of one forward needs, computed once per step."""
@@ -113,7 +127,7 @@ class _Step:
     # (B, W) and positions (B,), int64
     decode_tables: torch.Tensor | None = None
     decode_positions: torch.Tensor | None = None
-    fused: FusedOps | None = None  # the network's fused operators, when it has them
+    fused: NativeOps | None = None  # the network's fused operators, when it has them
 
 
 class Attention(nn.Module):
@@ -240,7 +254,7 @@ class LlamaNetwork(nn.Module):
     `use_native_attention` on a bfloat16 CPU network: the torch layers, whose decode rows attend in C. None: the
     torch layers only."""
 
-    fused_ops: FusedOps | None = None
+    fused_ops: NativeOps | None = None
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -290,7 +304,7 @@ class LlamaNetwork(nn.Module):
         step = self._prepare(plan, cache)
         x = self.embed_tokens(plan.token_ids.to(self.device))  # (N, hidden)
         if self.fused_ops is not None and self.fused_ops.layers:
-            x = forward_layers(self, self.fused_ops, x.contiguous(), cache, step)
+            x = self.fused_ops.forward_layers(self, x.contiguous(), cache, step)
             x = self.fused_ops.add_rms_norm(x[plan.logits_rows.to(self.device)], None, self.norm)
         else:
             for layer in self.layers:
