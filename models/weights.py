@@ -5,10 +5,12 @@ it with `load_state_dict(..., assign=True)`. Both sources are first mapped to Hu
 names without the `model.` prefix (`layers.0.self_attn.q_proj.weight`, ...), then q/k/v and gate/up are
 concatenated into the fused projections the network uses (models/llama.py).
 
-Memory: each tensor is put in the compute dtype as soon as it is read (a GGUF tensor is read from the file
-and dequantized to float32 by models.gguf one at a time), so the load never holds the whole model in float32 beside the
-network it builds; the fused projections are concatenated in the compute dtype too (the same bits as
-casting after concatenating: both are exact copies).
+Memory: the network is filled a decoder layer at a time, each tensor read from the source (a GGUF tensor
+dequantized to float32 by models.gguf, a safetensors tensor from its mapped file) and put in the compute dtype
+as its layer needs it, so the load never holds the whole model in float32 beside the network it builds; the
+fused projections are concatenated in the compute dtype too (the same bits as casting after concatenating:
+both are exact copies). A caller that quantizes (models/quant) replaces each layer's weights as soon as the
+layer is filled (`on_layer`), so the float32 copy of one layer at a time is all it holds.
 
 GGUF specifics: tensor names are llama.cpp's (`blk.N.attn_q`, ...), and for the llama architecture the
 rows of q and k are put back in Hugging Face order: llama.cpp's converter permutes them for its rotary
@@ -17,11 +19,13 @@ layout (see `unpermute_rows`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from models.config import ModelConfig, UnsupportedModel
@@ -58,31 +62,93 @@ _GGUF_LAYER_NAMES = {
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def load_network(source: str | Path, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> tuple[ModelConfig, LlamaNetwork]:
-    """The model's config and network from a .gguf file or a Hugging Face directory, in `dtype` on `device`."""
+Loader = Callable[[], torch.Tensor]  # reads one tensor from the source when called
+LayerHook = Callable[[str, nn.Module], None]
+
+
+def load_network(source: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 on_layer: LayerHook | None = None) -> tuple[ModelConfig, LlamaNetwork]:
+    """The model's config and network from a .gguf file or a Hugging Face directory, in `dtype` on `device`.
+
+    The network is filled one decoder layer at a time, each tensor read from the source as its layer needs it.
+    `on_layer(prefix, layer)` is called on each layer (prefix `layers.N`) as soon as it holds its weights, before
+    the next one is read: a caller that replaces the layer's weights (models/quant) never holds the whole model
+    in `dtype`. The embedding, final norm and head are read last."""
     path = Path(source)
     if path.is_dir():
-        cfg, weights = _read_hf(path, dtype)
+        cfg, loaders = _hf_loaders(path)
     elif path.is_file():
-        cfg, weights = _read_gguf(path, dtype)
+        cfg, loaders = _gguf_loaders(path)
     else:
         raise FileNotFoundError(f"no model at {path}: expected a .gguf file or a Hugging Face directory")
-    state = fuse_state_dict(cfg, weights)
     with torch.device("meta"), _SkipInit():
         net = LlamaNetwork(cfg)
-    expected = set(net.state_dict())
-    missing, unexpected = expected - set(state), set(state) - expected
+    if cfg.tie_word_embeddings:
+        loaders.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
+    elif "lm_head.weight" not in loaders:
+        raise WeightsError("lm_head.weight is missing and tie_word_embeddings is false")
+    expected, given = set(net.state_dict()), {_fused_name(name) for name in loaders}
+    missing, unexpected = expected - given, given - expected
     if missing or unexpected:
         raise WeightsError(f"weights do not match the config: missing {sorted(missing)[:8]}, "
                            f"unexpected {sorted(unexpected)[:8]}")
-    for name, tensor in net.state_dict().items():
-        if state[name].shape != tensor.shape:
-            raise WeightsError(f"{name} has shape {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}")
-        state[name] = state[name].to(device=device, dtype=dtype)
-    net.load_state_dict(state, strict=True, assign=True)
+    from models.engine.memory import release_freed_heap
+
+    def take(name: str) -> torch.Tensor:
+        if name not in loaders:
+            raise WeightsError(f"tensor {name} is missing")
+        return loaders.pop(name)().to(device=device, dtype=dtype)
+
+    for i, layer in enumerate(net.layers):
+        prefix = f"layers.{i}"
+        _assign(layer, _layer_state(cfg, prefix, take), prefix)
+        if on_layer is not None:
+            on_layer(prefix, layer)
+        release_freed_heap()  # the layer's parts: their freed memory fits none of the next layer's fused copies
+    top = {"embed_tokens": net.embed_tokens, "norm": net.norm, **({} if net.lm_head is None else
+                                                                 {"lm_head": net.lm_head})}
+    for prefix, module in top.items():
+        _assign(module, {"weight": take(f"{prefix}.weight")}, prefix)
     net.requires_grad_(False)
     return cfg, net.eval()
+
+
+def _layer_state(cfg: ModelConfig, prefix: str, take: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One decoder layer's weights under the network's names (relative to the layer): q/k/v -> qkv_proj,
+    gate/up -> gate_up_proj, each part read just before it is concatenated (the same bits as casting after
+    concatenating: both are exact copies)."""
+    attn, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+    state = {"self_attn.qkv_proj.weight": torch.cat([take(f"{attn}.{p}_proj.weight") for p in "qkv"]),
+             "self_attn.o_proj.weight": take(f"{attn}.o_proj.weight"),
+             "mlp.gate_up_proj.weight": torch.cat([take(f"{mlp}.gate_proj.weight"), take(f"{mlp}.up_proj.weight")]),
+             "mlp.down_proj.weight": take(f"{mlp}.down_proj.weight"),
+             "input_layernorm.weight": take(f"{prefix}.input_layernorm.weight"),
+             "post_attention_layernorm.weight": take(f"{prefix}.post_attention_layernorm.weight")}
+    if cfg.attention_bias:
+        state["self_attn.qkv_proj.bias"] = torch.cat([take(f"{attn}.{p}_proj.bias") for p in "qkv"])
+    if cfg.attention_out_bias:
+        state["self_attn.o_proj.bias"] = take(f"{attn}.o_proj.bias")
+    return state
+
+
+def _fused_name(name: str) -> str:
+    """A source tensor's name in the network (layers.0.self_attn.q_proj.weight -> ...qkv_proj.weight)."""
+    for parts, fused in ((("q_proj", "k_proj", "v_proj"), "qkv_proj"), (("gate_proj", "up_proj"), "gate_up_proj")):
+        for part in parts:
+            name = name.replace(f".{part}.", f".{fused}.")
+    return name
+
+
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """Put `state` into `module` (built on meta) as its own tensors, after checking every name and shape."""
+    own = module.state_dict()
+    for name, tensor in state.items():
+        want = own.get(name)
+        if want is None:
+            raise WeightsError(f"{prefix}.{name} is not a weight of this network")
+        if tensor.shape != want.shape:
+            raise WeightsError(f"{prefix}.{name} has shape {tuple(tensor.shape)}, the config needs {tuple(want.shape)}")
+    module.load_state_dict(state, strict=True, assign=True)
 
 
 class _SkipInit(TorchFunctionMode):
@@ -97,38 +163,6 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def fuse_state_dict(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map Hugging Face names (no `model.` prefix) to the network's: q/k/v -> qkv_proj, gate/up -> gate_up_proj.
-
-    `weights` is consumed (emptied), so each layer's parts are freed as soon as they are fused, and the load
-    never holds every part beside every fused copy. The C heap is trimmed after each layer: the parts' freed
-    memory fits no fused copy (each is larger than any of its parts), and kept it would add about 70 MiB to
-    the default model's peak."""
-    from models.engine.memory import release_freed_heap
-
-    state = dict(weights)
-    weights.clear()
-
-    def take(name: str) -> torch.Tensor:
-        if name not in state:
-            raise WeightsError(f"tensor {name} is missing")
-        return state.pop(name)
-
-    for i in range(cfg.num_layers):
-        attn, mlp = f"layers.{i}.self_attn", f"layers.{i}.mlp"
-        state[f"{attn}.qkv_proj.weight"] = torch.cat([take(f"{attn}.{p}_proj.weight") for p in "qkv"])
-        if cfg.attention_bias:
-            state[f"{attn}.qkv_proj.bias"] = torch.cat([take(f"{attn}.{p}_proj.bias") for p in "qkv"])
-        state[f"{mlp}.gate_up_proj.weight"] = torch.cat([take(f"{mlp}.gate_proj.weight"),
-                                                         take(f"{mlp}.up_proj.weight")])
-        release_freed_heap()
-    if cfg.tie_word_embeddings:
-        state.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
-    elif "lm_head.weight" not in state:
-        raise WeightsError("lm_head.weight is missing and tie_word_embeddings is false")
-    return state
-
-
 def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's q/k row permutation (convert_hf_to_gguf `permute`).
 
@@ -140,23 +174,25 @@ def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _gguf_loaders(path: Path) -> tuple[ModelConfig, dict[str, Loader]]:
+    """Hugging Face names -> readers of the file's tensors (float32, q / k rows put back in HF order)."""
     gguf = GGUFFile(path)
     cfg = ModelConfig.from_gguf(gguf)
-    weights: dict[str, torch.Tensor] = {}
+    loaders: dict[str, Loader] = {}
     for name in gguf.tensors:
         hf_name = _gguf_to_hf(name)
         if hf_name is None:
             raise UnsupportedModel(f"GGUF tensor {name} is not one this runtime knows")
-        weights[hf_name] = gguf.tensor(name).to(dtype)  # the float32 copy of one tensor at a time
-    if cfg.architecture == "llama":
-        for i in range(cfg.num_layers):
-            for proj, heads in (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)):
-                for kind in ("weight", "bias"):
-                    key = f"layers.{i}.self_attn.{proj}.{kind}"
-                    if key in weights:
-                        weights[key] = unpermute_rows(weights[key], heads)
-    return cfg, weights
+        heads = None
+        if cfg.architecture == "llama" and hf_name.rsplit(".", 2)[-2] in ("q_proj", "k_proj"):
+            heads = cfg.num_heads if ".q_proj." in hf_name else cfg.num_kv_heads
+        loaders[hf_name] = partial(_gguf_tensor, gguf, name, heads)
+    return cfg, loaders
+
+
+def _gguf_tensor(gguf: GGUFFile, name: str, heads: int | None) -> torch.Tensor:
+    tensor = gguf.tensor(name)  # dequantized to float32, this tensor alone
+    return tensor if heads is None else unpermute_rows(tensor, heads)
 
 
 def _gguf_to_hf(name: str) -> str | None:
@@ -168,7 +204,10 @@ def _gguf_to_hf(name: str) -> str | None:
     return None
 
 
-def _read_hf(directory: Path, dtype: torch.dtype) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _hf_loaders(directory: Path) -> tuple[ModelConfig, dict[str, Loader]]:
+    """Hugging Face names (no `model.` prefix) -> readers of the safetensors shards' tensors."""
+    from safetensors import safe_open
+
     config_path = directory / "config.json"
     if not config_path.exists():
         raise WeightsError(f"{directory} has no config.json")
@@ -182,27 +221,16 @@ def _read_hf(directory: Path, dtype: torch.dtype) -> tuple[ModelConfig, dict[str
     else:
         raise WeightsError(f"{directory} has neither model.safetensors nor model.safetensors.index.json "
                            "(.bin checkpoints are not supported)")
-    return cfg, _strip_prefix(_read_safetensors((directory / f for f in files), dtype))
-
-
-def _read_safetensors(paths: Iterable[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    weights: dict[str, torch.Tensor] = {}
-    for p in paths:
+    loaders: dict[str, Loader] = {}
+    for file in files:
+        p = directory / file
         if not p.exists():
             raise WeightsError(f"shard {p.name} is missing")
-        weights.update((k, v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(p).items())
-    return weights
-
-
-def _strip_prefix(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, tensor in weights.items():
-        if name.endswith(_IGNORED_SUFFIXES):
-            continue
-        out[name.removeprefix("model.")] = tensor
-    return out
+        shard = safe_open(str(p), framework="pt")  # a mapping of the file: a tensor is read when taken
+        for key in shard.keys():
+            if not key.endswith(_IGNORED_SUFFIXES):
+                loaders[key.removeprefix("model.")] = partial(shard.get_tensor, key)
+    return cfg, loaders
 
 
 def read_generation_defaults(source: str | Path) -> dict[str, Any]:

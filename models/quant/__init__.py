@@ -87,9 +87,10 @@ def load_quantized_network(source: str | Path, quantization: str = "none", dtype
     """`models.weights.load_network` with the model spec's quantization applied at load.
 
     The mode is checked before the weights are read. A quantized mode reads the weights in float32 on the
-    CPU (the codes are rounded from the file's own values, not from a bfloat16 rounding of them) and swaps
-    the layers one by one, each float weight freed as its layer is replaced; `dtype` is what the network
-    computes in.
+    CPU (the codes are rounded from the file's own values, not from a bfloat16 rounding of them); `dtype` is
+    what the network computes in. The weight-only modes quantize each decoder layer as soon as the loader has
+    filled it (models.weights.load_network's `on_layer`), so the float32 copy of one layer is held at a time,
+    then the head and embedding; bitsandbytes quantizes the loaded network, layer by layer.
     """
     from models.fused_layers import use_native_attention
     from models.weights import load_network
@@ -99,7 +100,15 @@ def load_quantized_network(source: str | Path, quantization: str = "none", dtype
         cfg, net = load_network(source, dtype=dtype, device=device)
         use_native_attention(net)  # a bfloat16 CPU network's decode rows attend in C (models/fused_layers.py)
         return cfg, net
-    cfg, net = load_network(source, dtype=torch.float32, device="cpu")
+    if quantization in WEIGHT_ONLY_MODES:  # each decoder layer quantized as soon as it is read
+        skip = frozenset(skip)
+
+        def quantize_layer(prefix: str, layer: nn.Module) -> None:
+            quantize_weight_only(layer, quantization, dtype, skip, prefix)
+
+        cfg, net = load_network(source, dtype=torch.float32, device="cpu", on_layer=quantize_layer)
+    else:
+        cfg, net = load_network(source, dtype=torch.float32, device="cpu")
     quantize_network(net, quantization, device=device, compute_dtype=dtype, skip=skip)
     return cfg, net
 

@@ -29,15 +29,19 @@ WEIGHT_ONLY_MODES = ("int8", "int4", "q8", "q4")
 QDOT_BITS = {"q8": 8, "q4": 4}
 
 
-def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip: Iterable[str]) -> nn.Module:
+def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip: Iterable[str],
+                         prefix: str = "") -> nn.Module:
     """Swap `module`'s eligible Linears (in place) for `mode` layers computing in `dtype`; returns `module`.
-    A LlamaNetwork's LM head and embedding go to int8 (see the module docstring); the rest is cast to `dtype`."""
+    A LlamaNetwork's LM head and embedding go to int8 (see the module docstring); the rest is cast to `dtype`.
+    `prefix`: the module's name in its network (`layers.3`), for a layer quantized as it is loaded; `skip`
+    names layers by their full names in the network."""
     from models.fused_layers import FusedOps
     from models.llama import LlamaNetwork
 
     skip = frozenset(skip)
     targets = [(name, m) for name, m in module.named_modules()
-               if type(m) is nn.Linear and name not in skip and name.rsplit(".", 1)[-1] not in skip]
+               if type(m) is nn.Linear and f"{prefix}.{name}".lstrip(".") not in skip
+               and name.rsplit(".", 1)[-1] not in skip]
     for name, linear in targets:
         layer = _swap(linear, mode, dtype)
         parent, _, child = name.rpartition(".")
