@@ -73,7 +73,7 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32, device:
     The network is filled one decoder layer at a time, each tensor read from the source as its layer needs it.
     `on_layer(prefix, layer)` is called on each layer (prefix `layers.N`) as soon as it holds its weights, before
     the next one is read: a caller that replaces the layer's weights (models/quant) never holds the whole model
-    in `dtype`. The embedding, final norm and head are read last."""
+    in `dtype`."""
     path = Path(source)
     if path.is_dir():
         cfg, loaders = _hf_loaders(path)
@@ -99,16 +99,26 @@ def load_network(source: str | Path, dtype: torch.dtype = torch.float32, device:
             raise WeightsError(f"tensor {name} is missing")
         return loaders.pop(name)().to(device=device, dtype=dtype)
 
+    top = {"embed_tokens": net.embed_tokens, "norm": net.norm, **({} if net.lm_head is None else
+                                                                 {"lm_head": net.lm_head})}
+
+    def fill_top() -> None:
+        for prefix, module in top.items():
+            _assign(module, {"weight": take(f"{prefix}.weight")}, prefix)
+
+    # The embedding's float32 dequantization (113 MiB for the default model) is the load's largest temporary:
+    # first, beside nothing else, when the layers stay as they are read; last when a hook shrinks each layer
+    # (its float32 table is then quantized beside the layers' codes, not held while they are read).
+    if on_layer is None:
+        fill_top()
     for i, layer in enumerate(net.layers):
         prefix = f"layers.{i}"
         _assign(layer, _layer_state(cfg, prefix, take), prefix)
         if on_layer is not None:
             on_layer(prefix, layer)
         release_freed_heap()  # the layer's parts: their freed memory fits none of the next layer's fused copies
-    top = {"embed_tokens": net.embed_tokens, "norm": net.norm, **({} if net.lm_head is None else
-                                                                 {"lm_head": net.lm_head})}
-    for prefix, module in top.items():
-        _assign(module, {"weight": take(f"{prefix}.weight")}, prefix)
+    if on_layer is not None:
+        fill_top()
     net.requires_grad_(False)
     return cfg, net.eval()
 

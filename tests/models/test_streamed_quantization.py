@@ -44,8 +44,8 @@ def test_a_network_quantized_as_it_loads_is_the_loaded_network_quantized(source:
     assert torch.equal(streamed.forward_full(ids), whole.forward_full(ids))
 
 
-def test_each_layer_is_handed_over_before_the_next_one_is_read(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _read_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: bool) -> tuple[int, list[str]]:
+    """Which tensors a load reads, in order (a layer's number, or "top"), with the hook's calls among them."""
     import models.weights as weights
 
     _, model = tiny_hf(tmp_path, tie_word_embeddings=True, **SIZES)
@@ -62,8 +62,22 @@ def test_each_layer_is_handed_over_before_the_next_one_is_read(tmp_path: Path,
         log.append(f"hook {prefix.split('.')[1]}")
 
     monkeypatch.setattr(weights, "_gguf_tensor", logged)
-    cfg, net = load_network(path, on_layer=on_layer)
-    per_layer = 9  # q, k, v, o, gate, up, down and the two norms
-    want = [x for i in range(cfg.num_layers) for x in [str(i)] * per_layer + [f"hook {i}"]] + ["top"] * 2
-    assert log == want  # the embedding and the final norm last (tied: no head tensor)
+    cfg, net = load_network(path, on_layer=on_layer if hook else None)
     assert not any(p.is_meta for p in net.parameters())
+    return cfg.num_layers, log
+
+
+PER_LAYER = 9  # q, k, v, o, gate, up, down and the two norms
+
+
+def test_each_layer_is_handed_over_before_the_next_one_is_read(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    layers, log = _read_order(tmp_path, monkeypatch, hook=True)
+    # the embedding and the final norm last (tied: no head tensor), once the layers hold their codes
+    assert log == [x for i in range(layers) for x in [str(i)] * PER_LAYER + [f"hook {i}"]] + ["top"] * 2
+
+
+def test_without_a_hook_the_embedding_is_read_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layers, log = _read_order(tmp_path, monkeypatch, hook=False)
+    # its float32 dequantization, the load's largest temporary, beside nothing else
+    assert log == ["top"] * 2 + [str(i) for i in range(layers) for _ in range(PER_LAYER)]
