@@ -126,7 +126,6 @@ class FusedOps:
             raise MemoryError("fused decode attention: no scratch memory")
         return out
 
-
     def forward_layers(self, net: LlamaNetwork, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
         """The decoder layers on x (N, hidden) float32 (consumed: it is the residual stream, updated in place)."""
         return forward_layers(net, self, x, cache, step)

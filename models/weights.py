@@ -193,9 +193,9 @@ def _gguf_loaders(path: Path) -> tuple[ModelConfig, dict[str, Loader]]:
         hf_name = _gguf_to_hf(name)
         if hf_name is None:
             raise UnsupportedModel(f"GGUF tensor {name} is not one this runtime knows")
-        heads = None
-        if cfg.architecture == "llama" and hf_name.rsplit(".", 2)[-2] in ("q_proj", "k_proj"):
-            heads = cfg.num_heads if ".q_proj." in hf_name else cfg.num_kv_heads
+        proj = hf_name.rsplit(".", 2)[-2]  # q_proj in layers.0.self_attn.q_proj.weight
+        heads = {"q_proj": cfg.num_heads, "k_proj": cfg.num_kv_heads}.get(proj) if cfg.architecture == "llama" \
+            else None
         loaders[hf_name] = partial(_gguf_tensor, gguf, name, heads)
     return cfg, loaders
 

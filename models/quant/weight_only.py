@@ -40,7 +40,7 @@ def quantize_weight_only(module: nn.Module, mode: str, dtype: torch.dtype, skip:
 
     skip = frozenset(skip)
     targets = [(name, m) for name, m in module.named_modules()
-               if type(m) is nn.Linear and f"{prefix}.{name}".lstrip(".") not in skip
+               if type(m) is nn.Linear and (f"{prefix}.{name}" if prefix else name) not in skip
                and name.rsplit(".", 1)[-1] not in skip]
     for name, linear in targets:
         layer = _swap(linear, mode, dtype)

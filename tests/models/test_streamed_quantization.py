@@ -1,6 +1,6 @@
 """The weight-only modes quantize each decoder layer as the loader fills it (models.quant.load_quantized_network
 with models.weights.load_network's `on_layer`): the network is the one that quantizing the loaded float32
-network gives, tensor for tensor, and while a layer is quantized the layers after it hold no memory yet."""
+network gives, tensor for tensor, and each layer is handed to the hook before the next layer's tensors are read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,16 +26,12 @@ def source(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return write_gguf(tmp / "tiny.gguf", "llama", model)
 
 
-def _tensors(net: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(net.state_dict())
-
-
 @pytest.mark.parametrize("mode", WEIGHT_ONLY_MODES)
 def test_a_network_quantized_as_it_loads_is_the_loaded_network_quantized(source: Path, mode: str) -> None:
     _, streamed = load_quantized_network(source, mode, dtype=torch.float32)
     _, whole = load_network(source)
     quantize_network(whole, mode, compute_dtype=torch.float32)
-    got, want = _tensors(streamed), _tensors(whole)
+    got, want = streamed.state_dict(), whole.state_dict()
     assert sorted(got) == sorted(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
