@@ -100,6 +100,9 @@ class Settings:
     # memory for the KV cache's pool of blocks of each model; None (GENQ_KV_BUDGET_MB unset or "auto"): half the
     # memory available once the model is loaded. On the CPU it is committed as blocks are first written.
     kv_budget_mb: int | None = None
+    # the KV cache's keys and values in 8 bits (models/kv_int8.py): auto (where the C attention reads them: the
+    # CPU), int8, none
+    kv_quantization: str = "auto"
     # compute dtype of the engines: auto (bfloat16 where the device computes it natively, else float32;
     # models/dtypes.py), float32 (the reference), bfloat16, float16
     dtype: str = "auto"
@@ -182,6 +185,7 @@ class Settings:
             max_len=_int(env, "GENQ_MAX_LEN", 1 << 20, lo=16, hi=1 << 20),
             kv_budget_mb=None if env.get("GENQ_KV_BUDGET_MB", "").strip() in ("", "auto")
             else _int(env, "GENQ_KV_BUDGET_MB", 0, lo=1),
+            kv_quantization=_choice(env, "GENQ_KV_QUANTIZATION", "auto", ("auto", "int8", "none")),
             dtype=_choice(env, "GENQ_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),
             device=env.get("GENQ_DEVICE") or None,
             job_timeout=_int(env, "GENQ_JOB_TIMEOUT", 1800, lo=1),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models import kv_int8
 from models.kv_blocks import BLOCK_SIZE, NULL_BLOCK, blocks_for
 
 __all__ = ["BLOCK_SIZE", "NULL_BLOCK", "BatchPlan", "KVCache", "blocks_for", "slot_positions"]
@@ -36,7 +37,8 @@ def slot_positions(max_len: int) -> int:
 
 @dataclass
 class KVCache:
-    """Keys and values for every layer: k, v (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, head_dim) each.
+    """Keys and values for every layer: k, v (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, head_dim) each; in
+    int8, (..., head_dim + 4): each row's codes then its float32 scale (models/kv_int8.py).
 
     max_len: the most positions one sequence may reach. slot_tables: (n_slots, blocks per slot) when the cache
     was made by `allocate` (fixed slots, each its own run of blocks): a plan without block tables then names
@@ -51,8 +53,10 @@ class KVCache:
     def pool(cls, n_layers: int, n_blocks: int, n_kv_heads: int, head_dim: int, max_len: int,
              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
         """A pool of n_blocks blocks (block 0, the null block, included), zeros. On the CPU, memory the OS
-        commits page by page as blocks are first written (see _zeros_committed_on_write)."""
-        shape = (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, head_dim)
+        commits page by page as blocks are first written (see _zeros_committed_on_write). dtype int8: the 8-bit
+        cache of models/kv_int8.py (a zero row reads as zeros: codes and scale 0)."""
+        width = kv_int8.row_bytes(head_dim) if dtype is torch.int8 else head_dim
+        shape = (n_layers, n_kv_heads, n_blocks, BLOCK_SIZE, width)
         if torch.device(device).type != "cpu":
             # device memory is committed at allocation whatever the call; zeros keep never-written keys finite
             return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
@@ -71,19 +75,31 @@ class KVCache:
 
     @staticmethod
     def bytes_per_block(n_layers: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
-        return 2 * n_layers * n_kv_heads * BLOCK_SIZE * head_dim * torch.empty((), dtype=dtype).element_size()
+        width = kv_int8.row_bytes(head_dim) if dtype is torch.int8 else head_dim
+        return 2 * n_layers * n_kv_heads * BLOCK_SIZE * width * torch.empty((), dtype=dtype).element_size()
 
     @property
     def n_blocks(self) -> int:
         return self.k.shape[2]
 
+    @property
+    def quantized(self) -> bool:
+        """Whether keys and values are held in 8 bits (models/kv_int8.py)."""
+        return self.k.dtype is torch.int8
+
+    @property
+    def head_dim(self) -> int:
+        return kv_int8.head_dim_of(self.k.shape[-1]) if self.quantized else self.k.shape[-1]
+
     def slot(self, layer: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (KV, positions, hd) of a fixed slot (a copy of its blocks, in order)."""
+        """Keys and values (KV, positions, hd) of a fixed slot (a copy of its blocks, in order; float32 values
+        when the cache is in int8)."""
         if self.slot_tables is None:
             raise ValueError("this cache has no fixed slots")
         blocks = self.slot_tables[slot]
-        kvh, hd = self.k.shape[1], self.k.shape[-1]
-        return (self.k[layer][:, blocks].reshape(kvh, -1, hd), self.v[layer][:, blocks].reshape(kvh, -1, hd))
+        kvh, width = self.k.shape[1], self.k.shape[-1]
+        k, v = self.k[layer][:, blocks].reshape(kvh, -1, width), self.v[layer][:, blocks].reshape(kvh, -1, width)
+        return (kv_int8.dequantize_rows(k), kv_int8.dequantize_rows(v)) if self.quantized else (k, v)
 
 
 def _zeros_committed_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

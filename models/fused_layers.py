@@ -56,7 +56,7 @@ class _Layer(ctypes.Structure):
 
 class _DecodeStep(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in ("rows", "hidden", "heads", "kv_heads", "head_dim", "inter",
-                                                    "n_blocks", "block", "width", "window")] + \
+                                                    "n_blocks", "block", "width", "window", "kv_q8")] + \
                [("eps", ctypes.c_float), ("scale", ctypes.c_float)] + \
                [(name, ctypes.c_void_p) for name in ("cos", "sin", "write_index", "tables", "positions", "k_cache",
                                                      "v_cache")]
@@ -100,14 +100,15 @@ class FusedOps:
 
     def rope_write(self, qkv: torch.Tensor, step: _Step, k_layer: torch.Tensor, v_layer: torch.Tensor,
                    heads: int, kv_heads: int, head_dim: int) -> torch.Tensor:
-        """q rotated (N, heads, head_dim); k rotated and v written, in bfloat16, to the layer's cache at
-        step.write_index."""
+        """q rotated (N, heads, head_dim); k rotated and v written, in bfloat16 or in 8 bits (the cache's
+        dtype), to the layer's cache at step.write_index."""
         qkv = _f32(qkv)
         n = qkv.shape[0]
         q = qkv.new_empty(n, heads, head_dim)
         if self.lib.genq_rope_write(qkv.data_ptr(), n, heads, kv_heads, head_dim, step.cos.data_ptr(),
-                                    step.sin.data_ptr(), step.write_index.data_ptr(), _bf16(k_layer).data_ptr(),
-                                    _bf16(v_layer).data_ptr(), k_layer.shape[1] * k_layer.shape[2], q.data_ptr()):
+                                    step.sin.data_ptr(), step.write_index.data_ptr(), _kv(k_layer).data_ptr(),
+                                    _kv(v_layer).data_ptr(), k_layer.shape[1] * k_layer.shape[2],
+                                    _q8(k_layer), q.data_ptr()):
             raise MemoryError("fused rotary embedding: no scratch memory")
         return q
 
@@ -120,7 +121,8 @@ class FusedOps:
             raise RuntimeError("fused decode attention for a step prepared without decode tables")
         out = q.new_empty(b, heads, hd)
         if self.lib.genq_decode_attention(_f32(q).data_ptr(), b, heads, k_layer.shape[0], hd,
-                                          _bf16(k_layer).data_ptr(), _bf16(v_layer).data_ptr(), k_layer.shape[1],
+                                          _kv(k_layer).data_ptr(), _kv(v_layer).data_ptr(), _q8(k_layer),
+                                          k_layer.shape[1],
                                           BLOCK_SIZE, tables.data_ptr(), tables.shape[1], positions.data_ptr(),
                                           window or 0, hd ** -0.5, out.data_ptr()):
             raise MemoryError("fused decode attention: no scratch memory")
@@ -165,9 +167,9 @@ class FusedOps:
             raise RuntimeError("fused decode layers for a step prepared without decode tables")
         s = _DecodeStep(x.shape[0], cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                         cfg.intermediate_size, cache.n_blocks, BLOCK_SIZE, tables.shape[1], cfg.sliding_window or 0,
-                        eps, cfg.head_dim ** -0.5, step.cos.data_ptr(),
+                        _q8(cache.k), eps, cfg.head_dim ** -0.5, step.cos.data_ptr(),
                         step.sin.data_ptr(), step.write_index.data_ptr(), tables.data_ptr(), positions.data_ptr(),
-                        _bf16(cache.k).data_ptr(), _bf16(cache.v).data_ptr())
+                        _kv(cache.k).data_ptr(), _kv(cache.v).data_ptr())
         if self.lib.genq_decode_layers(table, len(table), ctypes.byref(s), _f32(x).data_ptr()):
             raise MemoryError("fused decode layers: no scratch memory")
 
@@ -201,9 +203,15 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return _checked(t, torch.float32)
 
 
-def _bf16(t: torch.Tensor) -> torch.Tensor:
-    """A KV cache (or a layer's view of it): bfloat16, whatever the network computes in (LlamaNetwork.cache_dtype)."""
-    return _checked(t, torch.bfloat16)
+def _kv(t: torch.Tensor) -> torch.Tensor:
+    """A KV cache (or a layer's view of it): bfloat16 whatever the network computes in (LlamaNetwork.cache_dtype),
+    or the 8-bit cache's int8 rows (models/kv_int8.py)."""
+    return _checked(t, torch.int8 if t.dtype is torch.int8 else torch.bfloat16)
+
+
+def _q8(t: torch.Tensor) -> int:
+    """1 for the 8-bit cache's rows, 0 for bfloat16 ones (the C functions' q8)."""
+    return int(t.dtype is torch.int8)
 
 
 def _checked(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

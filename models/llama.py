@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import kv_int8
 from models.batch import BLOCK_SIZE, NULL_BLOCK, BatchPlan, KVCache
 from models.config import ModelConfig
 from models.invariant_ops import (
@@ -148,8 +149,11 @@ class Attention(nn.Module):
         v = qkv[:, (h + kvh) * hd:]
         k_pool, v_pool = cache.k[self.layer], cache.v[self.layer]  # (KV, n_blocks, BLOCK_SIZE, hd) views
         # every token's k/v at its own position: (KV, n_blocks * BLOCK_SIZE, hd) <- (KV, N, hd)
-        k_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, k.transpose(0, 1))
-        v_pool.view(kvh, -1, hd).index_copy_(1, step.write_index, v.view(n, kvh, hd).transpose(0, 1))
+        k, v = k.transpose(0, 1), v.view(n, kvh, hd).transpose(0, 1)
+        if k_pool.dtype is torch.int8:  # the 8-bit cache: each row's codes and scale (models/kv_int8.py)
+            k, v = kv_int8.quantize_rows(k), kv_int8.quantize_rows(v)
+        k_pool.view(kvh, -1, k_pool.shape[-1]).index_copy_(1, step.write_index, k)
+        v_pool.view(kvh, -1, v_pool.shape[-1]).index_copy_(1, step.write_index, v)
 
         b = step.num_decode
         if b == n:  # a step of decode tokens only: no buffer to gather the parts in
@@ -179,8 +183,8 @@ class Attention(nn.Module):
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
         # the row's keys in position order, in q's dtype (the fused layers' cache is bfloat16 under float32 q)
-        k = k_pool.index_select(1, blocks).view(kvh, keys, hd).to(q.dtype)
-        v = v_pool.index_select(1, blocks).view(kvh, keys, hd).to(q.dtype)
+        k = _read_pool(k_pool, blocks, kvh, keys, q.dtype)
+        v = _read_pool(v_pool, blocks, kvh, keys, q.dtype)
         rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
         o = attend(rows, k, v, bias, hd ** -0.5, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE)  # (KV, T * group, hd)
         return o.reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
@@ -215,8 +219,8 @@ class Attention(nn.Module):
                       g: _DecodeGroup) -> torch.Tensor:
         b, kvh, group, hd, length = q.shape[0], self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim, \
             g.length
-        k = k_pool.index_select(1, g.blocks).view(kvh * b, length, hd)  # (KV * G, len, hd)
-        v = v_pool.index_select(1, g.blocks).view(kvh * b, length, hd)
+        k = _read_pool(k_pool, g.blocks, kvh * b, length, q.dtype)  # (KV * G, len, hd)
+        v = _read_pool(v_pool, g.blocks, kvh * b, length, q.dtype)
         rows_q = q.reshape(b, kvh, group, hd).transpose(0, 1).reshape(kvh * b, group, hd)
         o = attend(rows_q, k, v, g.bias, hd ** -0.5, DECODE_KEY_BLOCK)  # (KV * G, group, hd)
         return o.view(kvh, b, group, hd).transpose(0, 1).reshape(b, self.n_heads, hd)
@@ -285,6 +289,16 @@ class LlamaNetwork(nn.Module):
         """The KV cache's dtype: the compute dtype, except bfloat16 under the fused layers (models/fused_layers.py),
         whose attention reads bfloat16 keys and values into float32 sums: half the cache's bytes and memory."""
         return torch.bfloat16 if self.fused_ops is not None and self.fused_ops.layers else self.dtype
+
+    def cache_dtype_for(self, kv_quantization: str) -> torch.dtype:
+        """The KV cache's dtype under an engine's kv_quantization: "none", cache_dtype; "int8", the 8-bit cache
+        (models/kv_int8.py); "auto", int8 where the C attention reads the cache (a CPU network with fused
+        operators: half the bytes to hold and to read), else cache_dtype."""
+        if kv_quantization == "int8" or (kv_quantization == "auto" and self.fused_ops is not None):
+            return torch.int8
+        if kv_quantization in ("auto", "none"):
+            return self.cache_dtype
+        raise ValueError(f"kv_quantization must be auto, int8 or none, not {kv_quantization!r}")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -378,6 +392,13 @@ class LlamaNetwork(nn.Module):
         tiling = RowTiling.for_step(n, b, self.dtype)
         return _Step(write_index, cos, sin, b, tiling, groups, list(plan.prefills), prefill_blocks, biases,
                      decode_tables, decode_positions, self.fused_ops)
+
+
+def _read_pool(pool: torch.Tensor, blocks: torch.Tensor, rows: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """A layer's pool (KV, n_blocks, BLOCK_SIZE, width) read at `blocks`, in order, as (rows, length, hd) in
+    `dtype`: the values themselves, or the 8-bit cache's dequantized (models/kv_int8.py)."""
+    gathered = pool.index_select(1, blocks).view(rows, length, pool.shape[-1])
+    return kv_int8.dequantize_rows(gathered, dtype) if pool.dtype is torch.int8 else gathered.to(dtype)
 
 
 def _first_blocks(tables: torch.Tensor, width: int) -> torch.Tensor:

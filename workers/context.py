@@ -62,7 +62,7 @@ def worker_context(settings: Settings) -> WorkerContext:
                     store=store,
                     host=EngineHost(settings.models, engine_factory(
                         settings.batch_size, settings.device, settings.max_len, settings.kv_budget_mb,
-                        settings.dtype)),
+                        settings.dtype, settings.kv_quantization)),
                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                     events=DeltaSink(sessions),
                     webhooks=DeliveryContext(

@@ -89,7 +89,8 @@ class EngineHost:
 
 
 def engine_factory(batch_size: int, device: str | None, max_len: int | None = None,
-                   kv_budget_mb: int | None = None, dtype: str = "auto") -> EngineFactory:
+                   kv_budget_mb: int | None = None, dtype: str = "auto",
+                   kv_quantization: str = "auto") -> EngineFactory:
     """Builds engines with the project's runtime (imports torch only when a model is first needed)."""
 
     def build(spec: ModelSpec) -> Any:
@@ -99,6 +100,7 @@ def engine_factory(batch_size: int, device: str | None, max_len: int | None = No
         budget = None if kv_budget_mb is None else kv_budget_mb << 20  # None: sized from the machine at load
         mode = spec.quantization or "none"
         config = EngineConfig(max_batch=batch_size, max_len=max_len, kv_budget_bytes=budget,
+                              kv_quantization=kv_quantization,
                               dtype=compute_dtype_name(mode, dtype, device or "cpu"),
                               **({"device": device} if device else {}))
         return load_engine(str(spec.source), config, quantization=mode)

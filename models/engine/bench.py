@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="positions where a prompt token's attention costs its projections, or auto (from the "
                          "model's shape); 0, the default: every prompt token costs the same (prefill_cost.py)")
     ap.add_argument("--kv-budget-mb", type=int, help="default: half the memory available after the weights")
+    ap.add_argument("--kv-quantization", default="auto", choices=("auto", "int8", "none"),
+                    help="the KV cache in 8 bits: auto (where the C attention reads it, the default), int8, none")
     ap.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (the default)")
     ap.add_argument("--quantization", default="none",
                     help="none (the default) | int8 | int4 | q8 | q4 (CPU) | bnb_int8 | nf4 | fp4 (bitsandbytes): "
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = None if a.kv_budget_mb is None else a.kv_budget_mb << 20
     engine = load_engine(a.model, EngineConfig(max_batch=a.max_batch, max_len=a.max_len,
                                                prefill_chunk=a.prefill_chunk, prefill_span=a.prefill_span,
-                                               kv_budget_bytes=budget,
+                                               kv_budget_bytes=budget, kv_quantization=a.kv_quantization,
                                                dtype=compute_dtype_name(a.quantization, a.dtype)),
                        quantization=a.quantization)
     engine.start()
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_workload(engine, read_workload(a.workload))
         result["dtype"] = engine.engine_config.dtype
         result["quantization"] = a.quantization
+        result["kv_cache"] = str(engine.cache_dtype).removeprefix("torch.")
         for r in result["refused"]:
             print(f"refused {r['id']}: {r['code']}: {r['error']}", file=sys.stderr)
         if a.stats:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -39,6 +39,9 @@ from models.params import ModelLimits
 log = logging.getLogger(__name__)
 
 
+KV_QUANTIZATIONS = ("auto", "int8", "none")
+
+
 class EngineConfigError(ValueError):
     """An engine setting is invalid."""
 
@@ -60,6 +63,9 @@ class EngineConfig:
     prefix_cache_min: 0 turns the prefix cache off; any other value keeps it on (whole blocks of BLOCK_SIZE
     tokens are reused).
     dtype: float32 | bfloat16 | float16, or auto (models/dtypes.py), resolved when the config is made.
+    kv_quantization: the KV cache's keys and values in 8 bits ("int8", models/kv_int8.py: half a bfloat16
+    cache's memory), as the network holds them ("none"), or "auto": int8 where the network's C attention reads
+    them (LlamaNetwork.cache_dtype_for).
     """
 
     max_batch: int = 64
@@ -70,8 +76,12 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str = "float32"
     prefix_cache_min: int = 16
+    kv_quantization: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kv_quantization not in KV_QUANTIZATIONS:
+            raise EngineConfigError(f"kv_quantization must be one of {list(KV_QUANTIZATIONS)}, "
+                                    f"got {self.kv_quantization!r}")
         for name in ("max_batch", "kv_budget_bytes", "max_len", "prefill_chunk"):
             value = getattr(self, name)
             if name in ("kv_budget_bytes", "max_len") and value is None:
@@ -97,6 +107,17 @@ class EngineConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+
+def _cache_dtype(network: Any, ec: EngineConfig) -> torch.dtype:
+    """The KV cache's dtype: the network's choice under ec.kv_quantization where it makes one (LlamaNetwork);
+    else its cache_dtype, or the compute dtype (a network that cannot read an 8-bit cache refuses "int8")."""
+    choose = getattr(network, "cache_dtype_for", None)
+    if choose is not None:
+        return cast("torch.dtype", choose(ec.kv_quantization))
+    if ec.kv_quantization == "int8":
+        raise EngineConfigError(f"kv_quantization int8: {type(network).__name__} cannot read an 8-bit KV cache")
+    return cast("torch.dtype", getattr(network, "cache_dtype", ec.torch_dtype))
 
 
 class RequestHandle:
@@ -154,8 +175,7 @@ class Engine:
         self.max_len = own if ec.max_len is None else min(own, ec.max_len)
         # what a request must stay within (checked at submit): the network's vocabulary, this engine's max_len
         self.limits = ModelLimits(vocab_size=int(config.vocab_size), context_length=self.max_len)
-        # the network's cache dtype where it has one (bfloat16 under the q modes' fused float32 layers)
-        self.cache_dtype: torch.dtype = getattr(network, "cache_dtype", ec.torch_dtype)
+        self.cache_dtype = _cache_dtype(network, ec)
         per_block = KVCache.bytes_per_block(config.num_layers, config.num_kv_heads, config.head_dim, self.cache_dtype)
         budget = ec.kv_budget_bytes if ec.kv_budget_bytes is not None else default_kv_budget(ec.device)
         # block 0 is the null block; a pool holds at least one sequence of max_len, and no more blocks than a

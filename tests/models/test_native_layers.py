@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models import kv_int8
 from models.batch import BLOCK_SIZE
 from models.fused_layers import FusedOps
 from models.llama import RMSNorm
@@ -35,14 +36,17 @@ class Step:
         self.cos, self.sin = emb.cos().contiguous(), emb.sin().contiguous()
 
 
-def pool(kv_heads: int, blocks: int, head_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's k and v (kv_heads, blocks, BLOCK_SIZE, head_dim) in bfloat16 (the fused layers' cache), full of
-    large values."""
-    return (randn(kv_heads, blocks, BLOCK_SIZE, head_dim, seed=seed, scale=3.0).to(torch.bfloat16),
-            randn(kv_heads, blocks, BLOCK_SIZE, head_dim, seed=seed + 1, scale=3.0).to(torch.bfloat16))
+def pool(kv_heads: int, blocks: int, head_dim: int, seed: int, int8: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's k and v (kv_heads, blocks, BLOCK_SIZE, head_dim) in bfloat16 (the fused layers' cache), or in
+    the 8-bit cache's rows (models/kv_int8.py), full of large values."""
+    k = randn(kv_heads, blocks, BLOCK_SIZE, head_dim, seed=seed, scale=3.0)
+    v = randn(kv_heads, blocks, BLOCK_SIZE, head_dim, seed=seed + 1, scale=3.0)
+    if int8:
+        return kv_int8.quantize_rows(k), kv_int8.quantize_rows(v)
+    return k.to(torch.bfloat16), v.to(torch.bfloat16)
 
 
-def run_all(ops: FusedOps, seed: int = 0) -> list[torch.Tensor]:
+def run_all(ops: FusedOps, seed: int = 0, int8: bool = False) -> list[torch.Tensor]:
     """Every operator once on the same inputs: 5 rows at scattered positions and blocks, 9 heads over 3."""
     heads, kvh, hd, inter = 9, 3, 64, 80
     x, h = randn(5, 96, seed=seed), randn(5, 96, seed=seed + 1)
@@ -52,16 +56,17 @@ def run_all(ops: FusedOps, seed: int = 0) -> list[torch.Tensor]:
     gated = ops.silu_mul(randn(5, 2 * inter, seed=seed + 3, scale=4.0))
     tables = torch.tensor([[3, 7, 1], [2, 9, 4], [5, 0, 0], [8, 6, 10], [11, 0, 0]], dtype=torch.int64)
     step = Step([130, 70, 5, 191, 0], tables, hd)
-    k, v = pool(kvh, 12, hd, seed + 4)
+    k, v = pool(kvh, 12, hd, seed + 4, int8)
     q = ops.rope_write(randn(5, (heads + 2 * kvh) * hd, seed=seed + 6), step, k, v, heads, kvh, hd)
     full = ops.decode_attention(q, k, v, step, None)
     windowed = ops.decode_attention(q, k, v, step, 40)
     return [x, y, gated, q, k, v, full, windowed]
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["bf16-cache", "int8-cache"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_every_instruction_set_gives_the_portable_paths_bits(isa):
-    for got, want in zip(run_all(FusedOps(isa)), run_all(FusedOps("scalar")), strict=True):
+def test_every_instruction_set_gives_the_portable_paths_bits(isa, int8):
+    for got, want in zip(run_all(FusedOps(isa), int8=int8), run_all(FusedOps("scalar"), int8=int8), strict=True):
         assert torch.equal(got, want)
 
 
@@ -104,13 +109,14 @@ def test_they_compute_what_the_torch_layers_compute():
             torch.testing.assert_close(out[r], want.reshape(heads, hd), rtol=1e-5, atol=1e-5)
 
 
-def test_a_row_gets_the_same_bits_alone_and_among_any_others():
+@pytest.mark.parametrize("int8", [False, True], ids=["bf16-cache", "int8-cache"])
+def test_a_row_gets_the_same_bits_alone_and_among_any_others(int8):
     heads, kvh, hd = 9, 3, 64
     ops = FusedOps()
     tables = torch.arange(1, 41, dtype=torch.int64).view(8, 5)
     positions = [300, 2, 64, 63, 250, 17, 129, 1]
     step = Step(positions, tables, hd)
-    k, v = pool(kvh, 41, hd, 9)
+    k, v = pool(kvh, 41, hd, 9, int8)
     q = randn(8, heads, hd, seed=10)
     together = ops.decode_attention(q, k, v, step, None)
     x = randn(8, 576, seed=11)

@@ -81,6 +81,41 @@ void genq_silu_mul(const float *gate_up, int64_t rows, int64_t inter, float *out
     }
 }
 
+/* The KV cache's rows (one position of one kv head): bfloat16, 2 hd bytes; or 8-bit (q8, models/kv_int8.py): hd
+ * int8 codes, then the row's float32 scale = max |x| / 127, code = x / scale rounded half to even (0 when the
+ * scale is 0), read back as code * scale: the torch functions' float32 operations, so the same bytes. */
+static inline int64_t kv_row_bytes(int64_t hd, int q8) { return q8 ? hd + 4 : 2 * hd; }
+
+static inline void kv_store(uint8_t *row, const float *x, int64_t hd, int q8) {
+    if (!q8) {
+        uint16_t *h = (uint16_t *)row;
+        for (int64_t i = 0; i < hd; i++) h[i] = float_to_bf16(x[i]);
+        return;
+    }
+    float amax = 0.f;
+    for (int64_t i = 0; i < hd; i++) {
+        const float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    const float scale = amax / 127.0f, divisor = scale > 0.f ? scale : 1.0f;
+    const float shifter = 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer, to nearest even */
+    int8_t *codes = (int8_t *)row;
+    for (int64_t i = 0; i < hd; i++) codes[i] = (int8_t)((x[i] / divisor + shifter) - shifter);
+    memcpy(row + hd, &scale, 4);
+}
+
+static inline void kv_load(const uint8_t *row, int64_t hd, int q8, float *out) {
+    if (!q8) {
+        const uint16_t *h = (const uint16_t *)row;
+        for (int64_t i = 0; i < hd; i++) out[i] = bf16_to_float(h[i]);
+        return;
+    }
+    float scale;
+    memcpy(&scale, row + hd, 4);
+    const int8_t *codes = (const int8_t *)row;
+    for (int64_t i = 0; i < hd; i++) out[i] = (float)codes[i] * scale;
+}
+
 /* x (hd) rotated by cos, sin (halves as rotate_half: x * cos + (-x2, x1) * sin) into o */
 static inline void rotate(const float *x, const float *c, const float *s, int64_t hd, float *o) {
     const int64_t half = hd / 2;
@@ -91,12 +126,13 @@ static inline void rotate(const float *x, const float *c, const float *s, int64_
 }
 
 /* Rows of qkv (rows, (heads + 2 kv_heads) hd), q then k then v heads: q's and k's heads rotated by their row's
- * cos, sin (rows, hd); q into q_out (rows, heads, hd); k and v rounded to bfloat16 into the layer's cache
- * k_layer, v_layer (kv_heads, positions, hd) at the row's flat index. Returns 0, or -1 without scratch memory. */
+ * cos, sin (rows, hd); q into q_out (rows, heads, hd); k and v stored (bfloat16, or 8-bit when q8: kv_store) into
+ * the layer's cache k_layer, v_layer (kv_heads, positions, row) at the row's flat index. Returns 0, or -1 without
+ * scratch memory. */
 int genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd, const float *cos,
-                    const float *sin, const int64_t *write_index, uint16_t *k_layer, uint16_t *v_layer,
-                    int64_t positions, float *q_out) {
-    const int64_t width = (heads + 2 * kv_heads) * hd;
+                    const float *sin, const int64_t *write_index, uint8_t *k_layer, uint8_t *v_layer,
+                    int64_t positions, int q8, float *q_out) {
+    const int64_t width = (heads + 2 * kv_heads) * hd, rb = kv_row_bytes(hd, q8);
     float *rotated = malloc((size_t)(rows * hd) * sizeof(float));
     if (!rotated) return -1;
 #pragma omp parallel for schedule(static) if (rows * width >= PARALLEL_WORK)
@@ -105,13 +141,10 @@ int genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_he
         float *k = rotated + r * hd;
         for (int64_t h = 0; h < heads; h++) rotate(row + h * hd, c, s, hd, q_out + (r * heads + h) * hd);
         for (int64_t h = 0; h < kv_heads; h++) {
-            const int64_t at = (h * positions + write_index[r]) * hd;
-            const float *v = row + (heads + kv_heads + h) * hd;
+            const int64_t at = (h * positions + write_index[r]) * rb;
             rotate(row + (heads + h) * hd, c, s, hd, k);
-            for (int64_t i = 0; i < hd; i++) {
-                k_layer[at + i] = float_to_bf16(k[i]);
-                v_layer[at + i] = float_to_bf16(v[i]);
-            }
+            kv_store(k_layer + at, k, hd, q8);
+            kv_store(v_layer + at, row + (heads + kv_heads + h) * hd, hd, q8);
         }
     }
     free(rotated);
@@ -120,21 +153,21 @@ int genq_rope_write(const float *qkv, int64_t rows, int64_t heads, int64_t kv_he
 
 /* Attention of one decode query per row: q (rows, heads, hd); row r sees positions [lo, pos[r]] of its keys,
  * lo = max(0, pos[r] - window + 1) (window 0: none), position p held in block tables[r * width + p / block] at
- * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, hd), bfloat16. out (rows, heads, hd).
+ * offset p % block of k_layer, v_layer (kv_heads, n_blocks * block, row): bfloat16 rows, or 8-bit when q8
+ * (kv_load). out (rows, heads, hd).
  * Per query head: scores q . k * scale, softmax (max, e^(s - max) summed in order), then the weighted values
  * summed over the keys in order. A task is a row's query heads [g0, g1) of one kv head, which share each key
  * they read: all of the kv head's when there are tasks enough for the threads, else one (a lone row's few kv
  * heads would leave a thread idle); a head's result is the same either way. Returns 0, or -1 without scratch
  * memory. */
-static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, const uint16_t *vbase,
+static void attend_heads(const float *q, int64_t hd, const uint8_t *kbase, const uint8_t *vbase, int q8,
                          int64_t block, const int64_t *table, int64_t lo, int64_t n, float scale, int64_t g0,
                          int64_t g1, float *scores, float *out) {
-    const int64_t count = g1 - g0;
+    const int64_t count = g1 - g0, rb = kv_row_bytes(hd, q8);
     float *row = scores + count * n;  /* one key or value widened to float32, shared by the heads */
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
-        const uint16_t *key = kbase + (table[at / block] * block + at % block) * hd;
-        for (int64_t i = 0; i < hd; i++) row[i] = bf16_to_float(key[i]);
+        kv_load(kbase + (table[at / block] * block + at % block) * rb, hd, q8, row);
         for (int64_t g = 0; g < count; g++) scores[g * n + j] = dot(q + (g0 + g) * hd, row, hd) * scale;
     }
     for (int64_t g = 0; g < count; g++) {
@@ -148,8 +181,7 @@ static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, cons
     memset(out + g0 * hd, 0, (size_t)(count * hd) * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const int64_t at = lo + j;
-        const uint16_t *value = vbase + (table[at / block] * block + at % block) * hd;
-        for (int64_t i = 0; i < hd; i++) row[i] = bf16_to_float(value[i]);
+        kv_load(vbase + (table[at / block] * block + at % block) * rb, hd, q8, row);
         for (int64_t g = 0; g < count; g++) {
             const float wgt = scores[g * n + j];
             float *og = out + (g0 + g) * hd;
@@ -159,10 +191,10 @@ static void attend_heads(const float *q, int64_t hd, const uint16_t *kbase, cons
 }
 
 int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t kv_heads, int64_t hd,
-                          const uint16_t *k_layer, const uint16_t *v_layer, int64_t n_blocks, int64_t block,
+                          const uint8_t *k_layer, const uint8_t *v_layer, int q8, int64_t n_blocks, int64_t block,
                           const int64_t *tables, int64_t width, const int64_t *pos, int64_t window, float scale,
                           float *out) {
-    const int64_t group = heads / kv_heads, positions = n_blocks * block;
+    const int64_t group = heads / kv_heads, positions = n_blocks * block, head_bytes = positions * kv_row_bytes(hd, q8);
     const int64_t per_task = rows * kv_heads >= TASKS_PER_THREAD * omp_get_max_threads() ? group : 1;
     const int64_t tasks = rows * heads / per_task;
     int64_t longest = 0, work = 0;
@@ -183,8 +215,8 @@ int genq_decode_attention(const float *q, int64_t rows, int64_t heads, int64_t k
             if (!scores) continue;
             const int64_t r = t / (heads / per_task), head = t % (heads / per_task) * per_task, kh = head / group;
             const int64_t p = pos[r], lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-            attend_heads(q + (r * heads + kh * group) * hd, hd, k_layer + kh * positions * hd,
-                         v_layer + kh * positions * hd, block, tables + r * width, lo, p + 1 - lo, scale,
+            attend_heads(q + (r * heads + kh * group) * hd, hd, k_layer + kh * head_bytes,
+                         v_layer + kh * head_bytes, q8, block, tables + r * width, lo, p + 1 - lo, scale,
                          head - kh * group, head - kh * group + per_task, scores, out + (r * heads + kh * group) * hd);
         }
         free(scores);
@@ -210,11 +242,11 @@ struct genq_layer {
 };
 
 struct genq_decode_step {
-    int64_t rows, hidden, heads, kv_heads, head_dim, inter, n_blocks, block, width, window;
+    int64_t rows, hidden, heads, kv_heads, head_dim, inter, n_blocks, block, width, window, kv_q8;
     float eps, scale;
     const float *cos, *sin;  /* (rows, head_dim) */
     const int64_t *write_index, *tables, *positions;  /* (rows,), (rows, width), (rows,) */
-    uint16_t *k_cache, *v_cache;  /* (layers, kv_heads, n_blocks * block, head_dim), bfloat16 */
+    uint8_t *k_cache, *v_cache;  /* (layers, kv_heads, n_blocks * block, row): bfloat16 rows, or 8-bit (kv_q8) */
 };
 
 static int project_rows(const struct genq_projection *p, const float *x, int64_t rows, float *out) {
@@ -226,7 +258,8 @@ static int project_rows(const struct genq_projection *p, const float *x, int64_t
  * added). Returns 0, or -1 without scratch memory. */
 int genq_decode_layers(const struct genq_layer *layers, int64_t n_layers, const struct genq_decode_step *s, float *x) {
     const int64_t r = s->rows, qkv_width = (s->heads + 2 * s->kv_heads) * s->head_dim, q_width = s->heads * s->head_dim;
-    const int64_t layer_stride = s->kv_heads * s->n_blocks * s->block * s->head_dim;
+    const int q8 = (int)s->kv_q8;
+    const int64_t layer_stride = s->kv_heads * s->n_blocks * s->block * kv_row_bytes(s->head_dim, q8);
     float *buf = malloc((size_t)(r * (2 * s->hidden + qkv_width + 2 * q_width + 3 * s->inter)) * sizeof(float));
     if (!buf) return -1;
     float *y = buf, *h = y + r * s->hidden, *qkv = h + r * s->hidden, *q = qkv + r * qkv_width;
@@ -234,12 +267,12 @@ int genq_decode_layers(const struct genq_layer *layers, int64_t n_layers, const 
     int failed = 0;
     for (int64_t i = 0; i < n_layers && !failed; i++) {
         const struct genq_layer *l = layers + i;
-        uint16_t *k_layer = s->k_cache + i * layer_stride, *v_layer = s->v_cache + i * layer_stride;
+        uint8_t *k_layer = s->k_cache + i * layer_stride, *v_layer = s->v_cache + i * layer_stride;
         genq_add_rms_norm(x, i ? h : NULL, r, s->hidden, l->input_norm, s->eps, y);
         failed |= project_rows(&l->qkv, y, r, qkv);
         failed |= genq_rope_write(qkv, r, s->heads, s->kv_heads, s->head_dim, s->cos, s->sin, s->write_index,
-                                  k_layer, v_layer, s->n_blocks * s->block, q);
-        failed |= genq_decode_attention(q, r, s->heads, s->kv_heads, s->head_dim, k_layer, v_layer, s->n_blocks,
+                                  k_layer, v_layer, s->n_blocks * s->block, q8, q);
+        failed |= genq_decode_attention(q, r, s->heads, s->kv_heads, s->head_dim, k_layer, v_layer, q8, s->n_blocks,
                                         s->block, s->tables, s->width, s->positions, s->window, s->scale, attn);
         failed |= project_rows(&l->o, attn, r, h);
         genq_add_rms_norm(x, h, r, s->hidden, l->post_norm, s->eps, y);

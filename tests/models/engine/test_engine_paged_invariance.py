@@ -1,4 +1,5 @@
-"""The paged cache never changes an answer, on the real default model in float32 and bfloat16: a greedy chat
+"""The paged cache never changes an answer, on the real default model in float32 and bfloat16 (with the C decode
+attention over an 8-bit cache too, the CPU's default, models/kv_int8.py): a greedy chat
 gets the same tokens whether its system prompt's blocks come from the prefix cache (computed by a request of
 the step before, or of the same step) or are computed afresh, and whether or not it was preempted when the
 pool ran out and recomputed later."""
@@ -24,14 +25,24 @@ QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "
              "Explain gravity to a child in one sentence.", "What is 12 times 7?", "Say hello in Spanish."]
 
 
-@pytest.fixture(scope="module", params=HEAVY_DTYPES)
+INT8_CACHE = pytest.param("bfloat16-int8", marks=HEAVY_DTYPES[1].marks, id="bfloat16-int8-cache")
+
+
+@pytest.fixture(scope="module", params=[*HEAVY_DTYPES, INT8_CACHE])
 def engine_for(request, smollm, gguf_path):
-    net = smollm if request.param == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
+    from models.fused_layers import use_native_attention
+
+    dtype, _, kv = request.param.partition("-")
+    net = smollm if dtype == "float32" else copy.deepcopy(smollm).to(torch.bfloat16)
+    if kv == "int8":
+        assert use_native_attention(net)
     tokenizer, template = load_tokenizer(gguf_path)
     engines = []
 
     def make(**kw) -> Engine:
-        e = Engine(net, net.cfg, tokenizer, template, EngineConfig(**{"max_len": 512, "dtype": request.param, **kw}))
+        config = EngineConfig(**{"max_len": 512, "dtype": dtype, "kv_quantization": kv or "none", **kw})
+        e = Engine(net, net.cfg, tokenizer, template, config)
+        assert (e.cache_dtype is torch.int8) == (kv == "int8")
         engines.append(e)
         return e.start()
 
@@ -70,7 +81,7 @@ def test_a_preempted_sequence_recomputed_later_gives_the_answer_it_has_alone(eng
     alone = _alone(engine_for, reqs)
     probe = engine_for(max_batch=1)
     per_block = KVCache.bytes_per_block(probe.config.num_layers, probe.config.num_kv_heads, probe.config.head_dim,
-                                        probe.engine_config.torch_dtype)
+                                        probe.cache_dtype)
     engine = engine_for(max_len=256, kv_budget_bytes=(1 + 256 // BLOCK_SIZE) * per_block, prefill_chunk=64)
     handles = [engine.submit(r) for r in reqs]
     assert [h.wait(600).token_ids for h in handles] == alone
