@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from models import kv_int8
 from models.batch import BLOCK_SIZE, KVCache
 from models.invariant_ops import project
 from models.quant.native import NativeUnavailable, library
@@ -126,6 +127,32 @@ class FusedOps:
                                           BLOCK_SIZE, tables.data_ptr(), tables.shape[1], positions.data_ptr(),
                                           window or 0, hd ** -0.5, out.data_ptr()):
             raise MemoryError("fused decode attention: no scratch memory")
+        return out
+
+    def kv_store(self, x: torch.Tensor, write_index: torch.Tensor, pool: torch.Tensor) -> None:
+        """x (N, KV, hd), float32 or bfloat16, each row's heads contiguous (any row stride), written into a
+        layer's pool (KV, n_blocks, BLOCK_SIZE, row) at write_index (N,): the torch layers' cache write."""
+        n, kvh, hd = x.shape
+        if x.dtype not in (torch.float32, torch.bfloat16) or x.stride(2) != 1 or x.stride(1) != hd:
+            raise TypeError(f"kv_store takes (N, KV, hd) float32 or bfloat16 rows with contiguous heads, not "
+                            f"{x.dtype} of strides {x.stride()}")
+        index = _checked(write_index, torch.int64)
+        if self.lib.genq_kv_store(x.data_ptr(), int(x.dtype is torch.bfloat16), n, x.stride(0), kvh, hd,
+                                  index.data_ptr(), _kv(pool).data_ptr(), pool.shape[1] * pool.shape[2], _q8(pool)):
+            raise ValueError(f"kv_store: head_dim {hd} is over the C functions' limit")
+
+    def kv_gather(self, pool: torch.Tensor, blocks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A layer's pool read at `blocks` (n,), in order: (KV, n * BLOCK_SIZE, hd) in float32 or bfloat16,
+        dequantized from an 8-bit pool as models/kv_int8.dequantize_rows does."""
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise TypeError(f"kv_gather gives float32 or bfloat16, not {dtype}")
+        blocks = blocks.to(torch.int64).contiguous()
+        kvh, hd = pool.shape[0], kv_int8.head_dim_of(pool.shape[-1]) if _q8(pool) else pool.shape[-1]
+        out = torch.empty(kvh, blocks.shape[0] * BLOCK_SIZE, hd, dtype=dtype)
+        if self.lib.genq_kv_gather(_kv(pool).data_ptr(), kvh, pool.shape[1] * pool.shape[2], hd, _q8(pool),
+                                   blocks.data_ptr(), blocks.shape[0], BLOCK_SIZE, out.data_ptr(),
+                                   int(dtype is torch.bfloat16)):
+            raise ValueError(f"kv_gather: head_dim {hd} is over the C functions' limit")
         return out
 
     def forward_layers(self, net: LlamaNetwork, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor:
@@ -245,7 +272,7 @@ def forward_layers(net: LlamaNetwork, ops: FusedOps, x: torch.Tensor, cache: KVC
             for (offset, _row, _start, length), blocks, bias in zip(step.prefills, step.prefill_blocks,
                                                                     step.prefill_biases, strict=True):
                 a[offset:offset + length] = attn._prefill_attention(q[offset:offset + length], k_pool, v_pool,
-                                                                    blocks, bias)
+                                                                    blocks, bias, ops)
         h = project(attn.o_proj, a.view(n, heads * hd), step.tiling)
         y = ops.add_rms_norm(x, h, layer.post_attention_layernorm)
         h = project(mlp.down_proj, ops.silu_mul(project(mlp.gate_up_proj, y, step.tiling)), step.tiling)

@@ -110,6 +110,10 @@ class NativeOps(Protocol):
 
     def forward_layers(self, net: LlamaNetwork, x: torch.Tensor, cache: KVCache, step: _Step) -> torch.Tensor: ...
 
+    def kv_store(self, x: torch.Tensor, write_index: torch.Tensor, pool: torch.Tensor) -> None: ...
+
+    def kv_gather(self, pool: torch.Tensor, blocks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
+
 
 @dataclass
 class _Step:
@@ -149,11 +153,16 @@ class Attention(nn.Module):
         v = qkv[:, (h + kvh) * hd:]
         k_pool, v_pool = cache.k[self.layer], cache.v[self.layer]  # (KV, n_blocks, BLOCK_SIZE, hd) views
         # every token's k/v at its own position: (KV, n_blocks * BLOCK_SIZE, hd) <- (KV, N, hd)
-        k, v = k.transpose(0, 1), v.view(n, kvh, hd).transpose(0, 1)
-        if k_pool.dtype is torch.int8:  # the 8-bit cache: each row's codes and scale (models/kv_int8.py)
-            k, v = kv_int8.quantize_rows(k), kv_int8.quantize_rows(v)
-        k_pool.view(kvh, -1, k_pool.shape[-1]).index_copy_(1, step.write_index, k)
-        v_pool.view(kvh, -1, v_pool.shape[-1]).index_copy_(1, step.write_index, v)
+        v = v.view(n, kvh, hd)
+        if k_pool.dtype is torch.int8 and step.fused is not None:  # the 8-bit cache in one C call per pool
+            step.fused.kv_store(k, step.write_index, k_pool)
+            step.fused.kv_store(v, step.write_index, v_pool)
+        else:
+            k, v = k.transpose(0, 1), v.transpose(0, 1)
+            if k_pool.dtype is torch.int8:  # the 8-bit cache: each row's codes and scale (models/kv_int8.py)
+                k, v = kv_int8.quantize_rows(k), kv_int8.quantize_rows(v)
+            k_pool.view(kvh, -1, k_pool.shape[-1]).index_copy_(1, step.write_index, k)
+            v_pool.view(kvh, -1, v_pool.shape[-1]).index_copy_(1, step.write_index, v)
 
         b = step.num_decode
         if b == n:  # a step of decode tokens only: no buffer to gather the parts in
@@ -165,14 +174,14 @@ class Attention(nn.Module):
         for (offset, _row, _start, length), blocks, bias in zip(step.prefills, step.prefill_blocks,
                                                                 step.prefill_biases, strict=True):
             out[offset:offset + length] = self._prefill_attention(q[offset:offset + length], k_pool, v_pool,
-                                                                  blocks, bias)
+                                                                  blocks, bias, step.fused)
         return project(self.o_proj, out.view(n, h * hd), step.tiling)
 
     def _prefill_attention(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
-                           blocks: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+                           blocks: torch.Tensor, bias: torch.Tensor, ops: NativeOps | None = None) -> torch.Tensor:
         """Attention of one prefill chunk's T queries q (T, H, hd) over the first S keys of its row, held in
         `blocks` (S / BLOCK_SIZE,) of the pool (k_pool, v_pool: (KV, n_blocks, BLOCK_SIZE, hd)); bias
-        (1, T * group, S): 0 = attend, -inf = hidden.
+        (1, T * group, S): 0 = attend, -inf = hidden. ops: the fused operators, which read an 8-bit pool.
 
         Per kv head, its query heads' rows stacked (t-major) against the row's keys: a query row's result
         does not depend on how its prompt was cut into chunks (models/invariant_ops.py), which torch's
@@ -183,8 +192,8 @@ class Attention(nn.Module):
         keys = bias.shape[-1]
         kvh, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
         # the row's keys in position order, in q's dtype (the fused layers' cache is bfloat16 under float32 q)
-        k = _read_pool(k_pool, blocks, kvh, keys, q.dtype)
-        v = _read_pool(v_pool, blocks, kvh, keys, q.dtype)
+        k = _read_pool(k_pool, blocks, kvh, keys, q.dtype, ops)
+        v = _read_pool(v_pool, blocks, kvh, keys, q.dtype, ops)
         rows = q.view(t, kvh, group, hd).transpose(0, 1).reshape(kvh, t * group, hd)
         o = attend(rows, k, v, bias, hd ** -0.5, PREFILL_KEY_BLOCK, PREFILL_QUERY_TILE)  # (KV, T * group, hd)
         return o.reshape(kvh, t, group, hd).transpose(0, 1).reshape(t, h, hd)
@@ -394,9 +403,13 @@ class LlamaNetwork(nn.Module):
                      decode_tables, decode_positions, self.fused_ops)
 
 
-def _read_pool(pool: torch.Tensor, blocks: torch.Tensor, rows: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+def _read_pool(pool: torch.Tensor, blocks: torch.Tensor, rows: int, length: int, dtype: torch.dtype,
+               ops: NativeOps | None = None) -> torch.Tensor:
     """A layer's pool (KV, n_blocks, BLOCK_SIZE, width) read at `blocks`, in order, as (rows, length, hd) in
-    `dtype`: the values themselves, or the 8-bit cache's dequantized (models/kv_int8.py)."""
+    `dtype`: the values themselves, or the 8-bit cache's dequantized (models/kv_int8.py; in one C call where
+    the network has its fused operators, the same values)."""
+    if pool.dtype is torch.int8 and ops is not None:
+        return ops.kv_gather(pool, blocks, dtype).view(rows, length, -1)
     gathered = pool.index_select(1, blocks).view(rows, length, pool.shape[-1])
     return kv_int8.dequantize_rows(gathered, dtype) if pool.dtype is torch.int8 else gathered.to(dtype)
 

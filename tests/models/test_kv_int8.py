@@ -64,6 +64,26 @@ def test_the_c_writer_stores_the_bytes_of_the_torch_functions_and_its_attention_
         torch.testing.assert_close(out[r], want.reshape(heads, hd), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_torch_layers_c_store_and_gather_are_the_torch_functions(dtype):
+    """kv_store of strided (N, KV, hd) rows (a view into a wider projection, as the layers hand it) writes
+    quantize_rows' bytes at each row's index; kv_gather of scattered blocks gives dequantize_rows' values in
+    float32 and bfloat16, block after block in the order asked."""
+    kvh, hd, n = 3, 64, 70
+    ops = FusedOps()
+    wide = randn(n, 5 * kvh * hd, seed=1, scale=3.0).to(dtype)
+    x = wide[:, kvh * hd:2 * kvh * hd].view(n, kvh, hd)  # row stride 5 kvh hd
+    pool = torch.zeros(kvh, 6, BLOCK_SIZE, hd + 4, dtype=torch.int8)
+    index = torch.randperm(6 * BLOCK_SIZE, generator=torch.Generator().manual_seed(2))[:n].contiguous()
+    ops.kv_store(x, index, pool)
+    assert torch.equal(pool.view(kvh, -1, hd + 4)[:, index], kv_int8.quantize_rows(x).transpose(0, 1))
+    blocks = torch.tensor([4, 0, 2, 5])
+    want = kv_int8.dequantize_rows(pool.index_select(1, blocks).reshape(kvh, -1, hd + 4), dtype)
+    assert torch.equal(ops.kv_gather(pool, blocks, dtype), want)
+    with pytest.raises(TypeError, match="contiguous heads"):
+        ops.kv_store(x.transpose(1, 2), index, pool)
+
+
 def test_a_pool_in_8_bits_takes_68_of_the_128_bytes_a_bfloat16_row_takes():
     bf16 = KVCache.bytes_per_block(30, 3, 64, torch.bfloat16)
     int8 = KVCache.bytes_per_block(30, 3, 64, torch.int8)

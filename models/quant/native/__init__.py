@@ -114,6 +114,10 @@ def library(isa: str = "auto") -> ctypes.CDLL:
     lib.genq_rope_write.restype = i32
     lib.genq_decode_attention.argtypes = [p, i64, i64, i64, i64, p, p, i32, i64, i64, p, i64, p, i64, f32, p]
     lib.genq_decode_attention.restype = i32
+    lib.genq_kv_store.argtypes = [p, i32, i64, i64, i64, i64, p, p, i64, i32]
+    lib.genq_kv_store.restype = i32
+    lib.genq_kv_gather.argtypes = [p, i64, i64, i64, i32, p, i64, i64, p, i32]
+    lib.genq_kv_gather.restype = i32
     lib.genq_decode_layers.argtypes = [p, i64, p, p]
     lib.genq_decode_layers.restype = i32
     return lib

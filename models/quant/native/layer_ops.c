@@ -116,6 +116,53 @@ static inline void kv_load(const uint8_t *row, int64_t hd, int q8, float *out) {
     for (int64_t i = 0; i < hd; i++) out[i] = (float)codes[i] * scale;
 }
 
+/* The torch layers' cache writes and reads (models/llama.py, for the default mode's bfloat16 network with the C
+ * decode attention): the same kv_store / kv_load, in one call where the torch ops of models/kv_int8.py take a dozen.
+ * genq_kv_store: rows (rows, kv_heads, hd) of x, row r at x + r * stride elements (float32, or bfloat16 when
+ * x_bf16), into the layer's cache (kv_heads, positions, row) at write_index[r]. genq_kv_gather: the layer's
+ * blocks blocks[0..n) in order, per kv head, into out (kv_heads, n * block, hd), float32 or bfloat16 (out_bf16,
+ * rounded as torch's .to(bfloat16)). Return 0, or -1 for a head_dim over KV_MAX_HD. */
+#define KV_MAX_HD 1024
+
+int genq_kv_store(const void *x, int x_bf16, int64_t rows, int64_t stride, int64_t kv_heads, int64_t hd,
+                  const int64_t *write_index, uint8_t *layer, int64_t positions, int q8) {
+    if (hd > KV_MAX_HD) return -1;
+    const int64_t rb = kv_row_bytes(hd, q8);
+#pragma omp parallel for schedule(static) if (rows * kv_heads * hd >= PARALLEL_WORK)
+    for (int64_t r = 0; r < rows; r++) {
+        float row[KV_MAX_HD];
+        for (int64_t h = 0; h < kv_heads; h++) {
+            const int64_t at = r * stride + h * hd;
+            if (x_bf16)
+                for (int64_t i = 0; i < hd; i++) row[i] = bf16_to_float(((const uint16_t *)x)[at + i]);
+            else
+                memcpy(row, (const float *)x + at, (size_t)hd * sizeof(float));
+            kv_store(layer + (h * positions + write_index[r]) * rb, row, hd, q8);
+        }
+    }
+    return 0;
+}
+
+int genq_kv_gather(const uint8_t *layer, int64_t kv_heads, int64_t positions, int64_t hd, int q8,
+                   const int64_t *blocks, int64_t n, int64_t block, void *out, int out_bf16) {
+    if (hd > KV_MAX_HD) return -1;
+    const int64_t rb = kv_row_bytes(hd, q8), length = n * block;
+#pragma omp parallel for schedule(static) if (kv_heads * length * hd >= PARALLEL_WORK)
+    for (int64_t t = 0; t < kv_heads * n; t++) {
+        const int64_t h = t / n, j = t % n;
+        float row[KV_MAX_HD];
+        for (int64_t p = 0; p < block; p++) {
+            const int64_t o = (h * length + j * block + p) * hd;
+            kv_load(layer + (h * positions + blocks[j] * block + p) * rb, hd, q8, row);
+            if (out_bf16)
+                for (int64_t i = 0; i < hd; i++) ((uint16_t *)out)[o + i] = float_to_bf16(row[i]);
+            else
+                memcpy((float *)out + o, row, (size_t)hd * sizeof(float));
+        }
+    }
+    return 0;
+}
+
 /* x (hd) rotated by cos, sin (halves as rotate_half: x * cos + (-x2, x1) * sin) into o */
 static inline void rotate(const float *x, const float *c, const float *s, int64_t hd, float *o) {
     const int64_t half = hd / 2;
